@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# nextdest: set up what is missing, then run the pipeline (or the tests).
+#
+#   ./run.sh                                   all stages on configs/base.yaml (synthetic 'small' data)
+#   ./run.sh test [pytest args]                set up, then run the test suite
+#   ./run.sh --config configs/medium.yaml      another experiment (its name = the file's name)
+#   ./run.sh --only blend                      one stage (repeatable, or a comma list); cached inputs reused
+#   ./run.sh --from gru                        that stage and every later one
+#   ./run.sh --force                           rerun the selected stages even when cached
+#   ./run.sh train.epochs=2 cv.train_folds=[0] dotted overrides, passed to every stage
+#
+# PYTHON=/path/to/python uses that interpreter as it is (no venv, no installs).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$(pwd)
+
+STAGES=(data folds features baselines gru transformer mlp candidates xgb_ranker lgb_ranker blend report)
+
+setup() {
+  if [[ -n "${PYTHON:-}" ]]; then
+    PY=$PYTHON
+  elif python3 scripts/check_requirements.py requirements.txt >/dev/null 2>&1; then
+    PY=$(command -v python3)
+  else
+    if [[ ! -x .venv/bin/python ]]; then
+      echo "[setup] creating .venv ($(python3 --version))"
+      python3 -m venv .venv
+    fi
+    PY=$ROOT/.venv/bin/python
+    if ! "$PY" scripts/check_requirements.py requirements.txt; then
+      echo "[setup] installing requirements.txt into .venv"
+      "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+      "$PY" -m pip install -q -r requirements.txt
+    fi
+  fi
+  export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONUNBUFFERED=1
+  echo "[setup] python: $PY"
+}
+
+script_for() {
+  local f
+  for f in pipelines/[0-9][0-9]_"$1".py; do
+    [[ -e $f ]] && { echo "$f"; return 0; }
+  done
+  echo "unknown stage '$1' (stages: ${STAGES[*]})" >&2
+  return 1
+}
+
+if [[ "${1:-}" == "test" ]]; then
+  shift
+  setup
+  exec "$PY" -m pytest "$@"
+fi
+
+CONFIG=configs/base.yaml
+FORCE=()
+ONLY=()
+FROM=""
+OVERRIDES=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --config) CONFIG=$2; shift 2 ;;
+    --config=*) CONFIG=${1#*=}; shift ;;
+    --only) IFS=, read -ra more <<<"$2"; ONLY+=("${more[@]}"); shift 2 ;;
+    --only=*) IFS=, read -ra more <<<"${1#*=}"; ONLY+=("${more[@]}"); shift ;;
+    --from) FROM=$2; shift 2 ;;
+    --from=*) FROM=${1#*=}; shift ;;
+    --force) FORCE=(--force); shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -*) echo "unknown option $1 (see ./run.sh --help)" >&2; exit 2 ;;
+    *=*) OVERRIDES+=("$1"); shift ;;
+    *) echo "unexpected argument '$1' (see ./run.sh --help)" >&2; exit 2 ;;
+  esac
+done
+[[ -f $CONFIG ]] || { echo "config file not found: $CONFIG" >&2; exit 2; }
+
+SELECTED=()
+if [[ ${#ONLY[@]} -gt 0 ]]; then
+  for s in "${ONLY[@]}"; do script_for "$s" >/dev/null; SELECTED+=("$s"); done
+elif [[ -n $FROM ]]; then
+  script_for "$FROM" >/dev/null
+  on=0
+  for s in "${STAGES[@]}"; do [[ $s == "$FROM" ]] && on=1; [[ $on == 1 ]] && SELECTED+=("$s"); done
+else
+  SELECTED=("${STAGES[@]}")
+fi
+
+setup
+START=$SECONDS
+for s in "${SELECTED[@]}"; do
+  "$PY" "$(script_for "$s")" --config "$CONFIG" "${FORCE[@]}" "${OVERRIDES[@]}"
+done
+echo "[run] ${#SELECTED[@]} stage(s) finished in $((SECONDS - START))s"

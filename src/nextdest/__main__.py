@@ -1,0 +1,113 @@
+"""Command line: ``python -m nextdest COMMAND``.
+
+  evaluate             --submission S --truth T          official accuracy@4 of a submission
+  validate-submission  S --test T                        check a submission against the test trips
+  generate             --preset P --seed S --out DIR     write the synthetic official files
+  calibrate            --data DIR                        calibration table (synthetic or real files)
+  recommend            --model M --trip FILE.csv [--k 4] top cities for a partial trip
+  stages                                                 the pipeline's stages, in order
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _evaluate(args) -> int:
+    import polars as pl
+
+    from .data.official import read_truth
+    from .metrics import accuracy_at_4_submission
+    from .submission import validate_submission
+
+    truth = read_truth(args.truth)
+    sub = validate_submission(args.submission, truth.select("utrip_id"))
+    acc = accuracy_at_4_submission(sub, truth)
+    n = truth.height
+    print(f"accuracy@4 = {acc!r}  ({round(acc * n)} of {n} trips)")
+    del pl
+    return 0
+
+
+def _validate(args) -> int:
+    from .submission import validate_submission
+
+    df = validate_submission(args.submission, args.test)
+    print(f"{args.submission}: valid ({df.height} trips, header and cities OK)")
+    return 0
+
+
+def _generate(args) -> int:
+    from .data.synthetic import generate
+
+    info = generate(args.preset, args.seed, Path(args.out))
+    print(f"wrote train_set.csv, test_set.csv, ground_truth.csv, oracle files to {args.out}")
+    for key in ("ceiling_expected", "ceiling_realized"):
+        if key in info:
+            print(f"{key}: {info[key]:.4f}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .data.calibrate import run_calibration
+
+    return run_calibration(Path(args.data))
+
+
+def _recommend(args) -> int:
+    from .recommend import recommend
+
+    for rank, (city, score) in enumerate(recommend(Path(args.model), Path(args.trip), k=args.k), 1):
+        print(f"{rank}. city_id {city}  score {score:.4f}")
+    return 0
+
+
+def _stages(args) -> int:
+    from .stages import STAGE_LIST
+
+    for s in STAGE_LIST:
+        print(f"{s.name:12s} {s.script:32s} after: {', '.join(s.deps) or '-'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nextdest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("evaluate", help="official accuracy@4 of a submission")
+    e.add_argument("--submission", required=True)
+    e.add_argument("--truth", required=True)
+    e.set_defaults(fn=_evaluate)
+    v = sub.add_parser("validate-submission", help="check a submission file")
+    v.add_argument("submission")
+    v.add_argument("--test", required=True, help="test_set.csv (or a test parquet)")
+    v.set_defaults(fn=_validate)
+    g = sub.add_parser("generate", help="write the synthetic dataset")
+    g.add_argument("--preset", default="small", choices=["tiny", "small", "medium", "full"])
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--out", required=True)
+    g.set_defaults(fn=_generate)
+    c = sub.add_parser("calibrate", help="calibration report of a data folder")
+    c.add_argument("--data", required=True)
+    c.set_defaults(fn=_calibrate)
+    r = sub.add_parser("recommend", help="top cities for a partial trip")
+    r.add_argument("--model", required=True, help="a model stage folder (artifacts/EXP/gru) or a model.pt")
+    r.add_argument("--trip", required=True, help="CSV in the official row format")
+    r.add_argument("--k", type=int, default=4)
+    r.set_defaults(fn=_recommend)
+    s = sub.add_parser("stages", help="list the pipeline stages")
+    s.set_defaults(fn=_stages)
+    args = p.parse_args(argv)
+    from .data.official import DataError
+    from .submission import SubmissionError
+
+    try:
+        return args.fn(args)
+    except (DataError, SubmissionError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The data stage: produce the official three files (synthetic generator or the user's copies),
+validate them against the official contract, store them typed as parquet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+
+from .official import DataError, load_official, official_paths
+
+
+def run_data_stage(ctx) -> None:
+    cfg = ctx.cfg
+    if cfg.data.source == "synthetic":
+        from .synthetic import generate
+
+        raw = ctx.out / "raw"
+        raw.mkdir()
+        info = generate(cfg.data.preset, cfg.seed, raw)
+        ctx.log(f"synthetic preset '{cfg.data.preset}' (seed {cfg.seed}) written to raw/")
+        paths = {"train": raw / "train_set.csv", "test": raw / "test_set.csv", "truth": raw / "ground_truth.csv"}
+        # The oracle (the generator's own distribution of each concealed city) sits beside the data.
+        for name in ("oracle.parquet", "oracle_train.parquet", "generator.json"):
+            if (raw / name).exists():
+                shutil.move(raw / name, ctx.out / name)
+        if info.get("ceiling_expected") is not None:
+            ctx.log(f"generator ceiling (expected acc@4 of its own distribution): {info['ceiling_expected']:.4f}")
+    else:
+        paths = official_paths(cfg)
+        for key in ("train", "test"):
+            if not paths[key].exists():
+                raise DataError(
+                    f"data.source is official but {paths[key]} does not exist: put the official "
+                    f"train_set.csv and test_set.csv in {paths[key].parent} (data.official_dir)"
+                )
+        if not paths["truth"].exists():
+            ctx.log(f"no {paths['truth'].name} in {paths['truth'].parent}: test scores will be n/a")
+    train, test, truth, report = load_official(
+        paths["train"], paths["test"], paths["truth"] if paths["truth"].exists() else None, cfg.data.duplicates
+    )
+    train.write_parquet(ctx.out / "train.parquet")
+    test.write_parquet(ctx.out / "test.parquet")
+    if truth is not None:
+        truth.write_parquet(ctx.out / "truth.parquet")
+    summary = {
+        "source": cfg.data.source,
+        "preset": cfg.data.preset if cfg.data.source == "synthetic" else None,
+        "train_rows": train.height,
+        "train_trips": train["utrip_id"].n_unique(),
+        "test_rows": test.height,
+        "test_trips": test["utrip_id"].n_unique(),
+        "truth_rows": None if truth is None else truth.height,
+        **report.as_dict(),
+    }
+    (ctx.out / "data_report.json").write_text(json.dumps(summary, indent=2))
+    ctx.log(
+        f"train {summary['train_rows']:,} rows / {summary['train_trips']:,} trips; "
+        f"test {summary['test_rows']:,} rows / {summary['test_trips']:,} trips; "
+        f"ground truth: {'yes' if truth is not None else 'no'}"
+    )
+    for note in report.notes:
+        ctx.log(note)
+
+
+def load_stage_tables(data_dir) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """(train, test, truth or None) from a finished data stage folder."""
+    truth = data_dir / "truth.parquet"
+    return (
+        pl.read_parquet(data_dir / "train.parquet"),
+        pl.read_parquet(data_dir / "test.parquet"),
+        pl.read_parquet(truth) if truth.exists() else None,
+    )
