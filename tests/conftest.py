@@ -43,6 +43,7 @@ def artifacts(tmp_path, monkeypatch):
     """A private artifacts root for one test."""
     root = tmp_path / "artifacts"
     monkeypatch.setenv("NEXTDEST_ARTIFACTS", str(root))
+    monkeypatch.setenv("NEXTDEST_SUBMISSIONS", str(tmp_path / "submissions"))
     return root
 
 

@@ -11,6 +11,7 @@ publishes ``artifacts/<exp>/summary.{md,json}`` and ``submissions/<exp>.csv``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,12 +153,18 @@ def run_report_stage(ctx) -> None:
     summary_plot(summary, ctx.out / "summary.png")
 
 
+def submissions_dir() -> Path:
+    """``submissions/`` in the repo, or ``$NEXTDEST_SUBMISSIONS`` (tests)."""
+    env = os.environ.get("NEXTDEST_SUBMISSIONS")
+    return Path(env) if env else ROOT / "submissions"
+
+
 def print_summary(cfg, stage_dir: Path) -> None:
     """Publish the summary beside the experiment and the submission in submissions/, then print."""
     exp = stage_dir.parent
     for name in ("summary.md", "summary.json", "summary.png"):
         shutil.copyfile(stage_dir / name, exp / name)
-    target = ROOT / "submissions" / f"{cfg.experiment}.csv"
+    target = submissions_dir() / f"{cfg.experiment}.csv"
     test = pl.read_parquet(exp / "data" / "test.parquet", columns=["utrip_id"])
     validate_submission(stage_dir / "submission.csv", test)
     target.parent.mkdir(exist_ok=True)

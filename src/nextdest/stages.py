@@ -235,14 +235,12 @@ class StageContext:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed python, numpy and (when the stage has imported it) torch; the neural stages also seed
+    torch per bagging seed (train.seeds) themselves, derived from this one."""
     random.seed(seed)
     np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is in requirements
-        pass
+    if "torch" in sys.modules:  # importing torch costs seconds; stages that use it import it
+        sys.modules["torch"].manual_seed(seed)
 
 
 def run_stage(name: str, cfg: Config, fn: Callable[[StageContext], None], force: bool = False) -> Path:

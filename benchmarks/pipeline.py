@@ -1,0 +1,70 @@
+"""End-to-end pipeline benchmark: run ./run.sh for an experiment from scratch (a fresh artifacts
+folder, so nothing is cached), time it, and write the stage times and the run summary table to
+BENCHMARKS.md (section ``pipeline-<experiment>``).
+
+    python benchmarks/pipeline.py                              # configs/base.yaml (small preset)
+    python benchmarks/pipeline.py --config configs/medium.yaml
+    python benchmarks/pipeline.py --config configs/medium.yaml --artifacts artifacts   # reuse/keep in the repo
+
+Prints the summary and a last line ``wall=<s>s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def main() -> int:
+    from nextdest.bench import write_section
+    from nextdest.stages import STAGE_LIST
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/base.yaml")
+    ap.add_argument("--artifacts", default=None, help="artifacts root (default: a fresh temp folder)")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    exp = Path(args.config).stem
+    root = Path(args.artifacts).resolve() if args.artifacts else Path(tempfile.mkdtemp(prefix="nextdest-bench-"))
+    env = {**os.environ, "NEXTDEST_ARTIFACTS": str(root), "PYTHON": os.environ.get("PYTHON", sys.executable)}
+    cmd = [str(ROOT / "run.sh"), "--config", args.config, *args.overrides]
+    print("running:", " ".join(cmd), f"(artifacts in {root})", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(f"run.sh failed with exit code {proc.returncode}", file=sys.stderr)
+        return proc.returncode
+    rows = []
+    for spec in STAGE_LIST:
+        man = root / exp / spec.name / "manifest.json"
+        if man.exists():
+            rows.append(f"| {spec.name} | {json.loads(man.read_text())['seconds']:.1f} |")
+    summary_md = (root / exp / "summary.md").read_text()
+    md = "\n".join([
+        f"### Pipeline: `./run.sh --config {args.config}` {' '.join(args.overrides)}".rstrip(),
+        "",
+        f"Whole run from scratch (nothing cached, setup included): **{wall / 60:.1f} min** wall time.",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *rows,
+        "",
+        summary_md.replace("# Run summary", "#### Run summary"),
+    ])
+    write_section(f"pipeline-{exp}", md)
+    print(f"wall={wall:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

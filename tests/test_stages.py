@@ -1,0 +1,116 @@
+"""Stage caching: reruns skip, a config change reruns only the changed stage and its dependents,
+--force reruns, and a killed stage never leaves an artifact that looks valid."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config
+from nextdest.config import ROOT
+from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest, run_pipeline, run_stage
+
+UPSTREAM = ["data", "folds", "features", "baselines"]
+
+
+def keys(cfg):
+    return {s: (read_manifest(experiment_dir(cfg) / s) or {}).get("created") and read_manifest(experiment_dir(cfg) / s)["key"]
+            for s in UPSTREAM}
+
+
+def ran(out: str) -> set[str]:
+    return {s for s in UPSTREAM if f"[{s}] running" in out}
+
+
+def test_rerun_skips_and_changes_rerun_only_dependents(artifacts, capsys):
+    cfg = tiny_config()
+    run_pipeline(cfg, UPSTREAM)
+    assert ran(capsys.readouterr().out) == set(UPSTREAM)
+    first = keys(cfg)
+
+    run_pipeline(cfg, UPSTREAM)
+    out = capsys.readouterr().out
+    assert ran(out) == set() and all(f"[{s}] up to date" in out for s in UPSTREAM)
+    assert keys(cfg) == first
+
+    # A baselines-only change reruns baselines alone.
+    run_pipeline(tiny_config("baselines.top_k=20"), UPSTREAM)
+    assert ran(capsys.readouterr().out) == {"baselines"}
+
+    # A folds change reruns folds and everything downstream of it, not the data stage.
+    run_pipeline(tiny_config("cv.n_folds=4", "baselines.top_k=20"), UPSTREAM)
+    assert ran(capsys.readouterr().out) == {"folds", "features", "baselines"}
+
+    # --force reruns a fresh stage.
+    cfg4 = tiny_config("cv.n_folds=4", "baselines.top_k=20")
+    run_pipeline(cfg4, ["data"], force=True)
+    assert ran(capsys.readouterr().out) == {"data"}
+
+
+def test_killed_stage_leaves_no_trusted_artifact(artifacts, capsys):
+    cfg = tiny_config()
+    run_pipeline(cfg, ["data", "folds"])
+    before = read_manifest(experiment_dir(cfg) / "folds")
+
+    def dies(ctx):
+        (ctx.out / "folds.parquet").write_bytes(b"half a file")
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("folds", tiny_config("cv.n_folds=3", "cv.train_folds=[0]"), dies)
+    exp = experiment_dir(cfg)
+    assert read_manifest(exp / "folds") == before  # the old artifact is intact
+    assert not [p for p in exp.iterdir() if ".tmp-" in p.name]
+
+
+def test_damaged_output_is_not_trusted(artifacts, capsys):
+    cfg = tiny_config()
+    run_pipeline(cfg, ["data", "folds"])
+    capsys.readouterr()
+    path = experiment_dir(cfg) / "folds" / "folds.parquet"
+    path.write_bytes(path.read_bytes()[:10])
+    run_pipeline(cfg, ["data", "folds"])
+    assert "[folds] running" in capsys.readouterr().out
+
+
+def test_missing_upstream_is_a_clear_error(artifacts):
+    from nextdest.stages import StageError
+
+    with pytest.raises(StageError, match="needs stage 'data'.*run `./run.sh --from data`"):
+        run_pipeline(tiny_config(), ["folds"])
+
+
+def test_manifest_records_config_inputs_code_and_resolved_config(artifacts):
+    cfg = tiny_config()
+    run_pipeline(cfg, ["data", "folds"])
+    man = read_manifest(experiment_dir(cfg) / "folds")
+    assert set(man["key_parts"]) == {"stage", "config", "inputs", "external", "code"}
+    assert man["key_parts"]["config"] == {"seed": 42, "cv.n_folds": 5}
+    assert "data" in man["key_parts"]["inputs"]
+    assert (experiment_dir(cfg) / "folds" / "config.yaml").read_text().startswith("seed: 42")
+    assert "folds.parquet" in man["outputs"]
+
+
+def test_run_sh_lists_every_stage_in_order():
+    text = (ROOT / "run.sh").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("STAGES=("))
+    assert line[len("STAGES=("):-1].split() == [s.name for s in STAGE_LIST]
+    for s in STAGE_LIST:
+        assert (ROOT / s.script).exists(), s.script
+
+
+def test_run_sh_only_and_rerun_skip(artifacts):
+    env = {**os.environ, "PYTHON": sys.executable, "NEXTDEST_ARTIFACTS": str(artifacts)}
+    cmd = [str(ROOT / "run.sh"), "--only", "data,folds", "data.preset=tiny", "cv.train_folds=[0]"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "[data] running" in first.stdout and "[folds] running" in first.stdout
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert "[data] up to date" in second.stdout and "[folds] up to date" in second.stdout
+    bad = subprocess.run([str(ROOT / "run.sh"), "--only", "nosuch"], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown stage 'nosuch'" in bad.stderr
+    bad = subprocess.run([str(ROOT / "run.sh"), "--only", "data", "train.nokey=1"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown key 'train.nokey'" in bad.stderr
+    json.loads((artifacts / "base" / "data" / "manifest.json").read_text())
