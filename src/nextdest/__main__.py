@@ -3,7 +3,7 @@
   evaluate             --submission S --truth T          official accuracy@4 of a submission
   validate-submission  S --test T                        check a submission against the test trips
   generate             --preset P --seed S --out DIR     write the synthetic official files
-  calibrate            --data DIR                        calibration table (synthetic or real files)
+  calibrate            --data DIR [--scale S]            calibration table (synthetic or real files)
   recommend            --model M --trip FILE.csv [--k 4] top cities for a partial trip
   stages                                                 the pipeline's stages, in order
 """
@@ -51,9 +51,15 @@ def _generate(args) -> int:
 
 
 def _calibrate(args) -> int:
+    import json
+
     from .data.calibrate import run_calibration
 
-    return run_calibration(Path(args.data))
+    scale = args.scale
+    gen = Path(args.data) / "generator.json"
+    if scale == "auto":  # a synthetic folder says its preset; real files are full scale
+        scale = json.loads(gen.read_text()).get("preset", "full") if gen.exists() else "full"
+    return run_calibration(Path(args.data), scale=scale)
 
 
 def _recommend(args) -> int:
@@ -90,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(fn=_generate)
     c = sub.add_parser("calibrate", help="calibration report of a data folder")
     c.add_argument("--data", required=True)
+    c.add_argument("--scale", default="auto", choices=["auto", "tiny", "small", "medium", "full"],
+                   help="scale the counts are checked at (auto: generator.json's preset, else full)")
     c.set_defaults(fn=_calibrate)
     r = sub.add_parser("recommend", help="top cities for a partial trip")
     r.add_argument("--model", required=True, help="a model stage folder (artifacts/EXP/gru) or a model.pt")
