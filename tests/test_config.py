@@ -31,7 +31,7 @@ def test_layering_overrides_and_experiment_name(tmp_path):
     assert cfg.experiment == "myexp"
     assert cfg.train.epochs == 7 and cfg.train.lr == 0.001
     assert cfg.cv.train_folds == (0, 2)
-    assert cfg.models.gru.hidden == 64 and cfg.models.transformer.emb_dim == 128  # untouched default
+    assert cfg.models.gru.hidden == 64 and cfg.models.transformer.emb_dim == Config().models.transformer.emb_dim  # untouched default
     assert cfg.data.preset == "tiny"
     assert dataclasses.is_dataclass(cfg)
     with pytest.raises(dataclasses.FrozenInstanceError):
