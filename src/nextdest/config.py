@@ -65,49 +65,50 @@ class BaselinesConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Shared by every neural model (one training loop)."""
+    """Shared by every neural model (one training loop, nextdest.train)."""
 
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 1024
-    lr: float = 3.0e-3
-    weight_decay: float = 1.0e-4
+    lr: float = 5.0e-3  # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 1.0e-4  # on weight matrices and embedding tables
     seeds: tuple[int, ...] = (0,)  # several seeds per model: predictions are averaged
     top_k: int = 50
-    patience: int = 2  # early stopping on validation accuracy@4
+    patience: int = 2  # early stopping on validation accuracy@4; 0 = never stop early
     num_threads: int = 0  # torch CPU threads; 0 = all cores
     max_train_rows: int = 0  # 0 = all; >0 subsamples targets (smoke runs)
     sampled_softmax: int = 0  # 0 = full softmax; N = N sampled negatives with log-Q correction
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision on CUDA (bf16; ignored on CPU)
 
 
 @dataclass(frozen=True)
 class GRUConfig:
     enabled: bool = True
-    emb_dim: int = 128
-    hidden: int = 256
-    ctx_dim: int = 32
-    dropout: float = 0.2
+    emb_dim: int = 64  # city/country embedding width = the tied head's width
+    hidden: int = 128
+    ctx_dim: int = 16  # per context field
+    dropout: float = 0.1
     epochs: int = 0  # 0 = train.epochs
 
 
 @dataclass(frozen=True)
 class TransformerConfig:
     enabled: bool = True
-    emb_dim: int = 128
+    emb_dim: int = 64
     n_layers: int = 2
     n_heads: int = 4
-    ctx_dim: int = 32
+    ctx_dim: int = 16
     dropout: float = 0.1
+    causal: bool = False  # true: each token attends to earlier tokens only
     epochs: int = 0
 
 
 @dataclass(frozen=True)
 class MLPConfig:
     enabled: bool = True
-    emb_dim: int = 128
-    hidden: int = 512
-    ctx_dim: int = 32
-    dropout: float = 0.2
+    emb_dim: int = 64
+    hidden: int = 256
+    ctx_dim: int = 16
+    dropout: float = 0.1
     epochs: int = 0
 
 
@@ -129,30 +130,33 @@ class CandidatesConfig:
 class XGBConfig:
     enabled: bool = True
     objective: Literal["rank:ndcg", "rank:pairwise", "rank:map"] = "rank:ndcg"
-    n_estimators: int = 400
-    learning_rate: float = 0.05
-    max_depth: int = 7
+    n_estimators: int = 300
+    learning_rate: float = 0.1
+    max_depth: int = 6
+    max_bin: int = 64
     subsample: float = 0.8
     colsample_bytree: float = 0.8
-    early_stopping_rounds: int = 30
+    early_stopping_rounds: int = 20
 
 
 @dataclass(frozen=True)
 class LGBConfig:
     enabled: bool = True
-    n_estimators: int = 400
+    n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 63
     min_child_samples: int = 20
+    max_bin: int = 63
     subsample: float = 0.8
     colsample_bytree: float = 0.8
-    early_stopping_rounds: int = 30
+    early_stopping_rounds: int = 20
 
 
 @dataclass(frozen=True)
 class RankersConfig:
     n_folds: int = 5  # folds over the out-of-fold candidate table (grouped by trip)
-    max_candidates: int = 100
+    max_candidates: int = 40  # candidates per trip, by pool priority (candidates stage)
+    n_threads: int = 0  # 0 = cores not already busy (load average), at least 1
     xgb: XGBConfig = field(default_factory=XGBConfig)
     lgb: LGBConfig = field(default_factory=LGBConfig)
 

@@ -1,0 +1,99 @@
+"""A small Transformer encoder over the trip's tokens, pooled at the last city, tied output head.
+
+Tokens (T = 1 + L): [context, first, lag5 .. lag1]; a city token is city emb + country emb +
+learned position, the context token is the ContextEncoder's output. Padding steps (no such lag)
+are masked out of attention; attention is bidirectional (``causal: true`` restricts it to earlier
+tokens). The last token (lag1, always present) is pooled into the trip vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .context import ContextEncoder, StepEncoder, embedding
+from .head import TiedHead
+
+
+@dataclass
+class TransformerNetConfig:
+    n_cities: int
+    n_countries: int
+    seq_len: int
+    ctx_sizes: tuple[int, ...]
+    emb_dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    ctx_dim: int = 32
+    dropout: float = 0.1
+    causal: bool = False
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        assert d % n_heads == 0, f"emb_dim {d} must be divisible by n_heads {n_heads}"
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.dropout = dropout
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B, T, d)
+        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d/H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
+        return self.resid_drop(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = SelfAttention(d, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask)  # (B, T, d)
+        return x + self.mlp(self.ln2(x))  # (B, T, d)
+
+
+class TransformerNet(nn.Module):
+    def __init__(self, config: TransformerNetConfig):
+        super().__init__()
+        c = self.config = config
+        d = c.emb_dim
+        self.city_emb = embedding(c.n_cities, d)
+        self.country_emb = embedding(c.n_countries, d)
+        self.steps = StepEncoder(self.city_emb, self.country_emb, c.seq_len, positions=True, dropout=c.dropout)
+        self.context = ContextEncoder(c.ctx_sizes, c.ctx_dim, d, dropout=c.dropout)
+        self.blocks = nn.ModuleList(Block(d, c.n_heads, c.dropout) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.out = nn.Linear(d, d)
+        self.head = TiedHead(self.city_emb, self.country_emb)
+        self.copy = nn.Linear(c.emb_dim, c.seq_len)  # copy score of each input step
+        T = 1 + c.seq_len
+        self.register_buffer("causal_mask", torch.ones(T, T, dtype=torch.bool).tril(), persistent=False)
+
+    def encode(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        steps = self.steps(cities, countries)  # (B, L, d)
+        x = torch.cat([self.context(ctx)[:, None, :], steps], dim=1)  # (B, T, d)
+        keep = torch.cat([torch.ones_like(cities[:, :1], dtype=torch.bool), cities > 0], dim=1)  # (B, T)
+        mask = keep[:, None, None, :]  # (B, 1, 1, T): attend to real tokens only
+        if self.config.causal:
+            mask = mask & self.causal_mask  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, mask)  # (B, T, d)
+        return self.out(self.ln_f(x[:, -1]))  # (B, d)
+
+    def forward(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        h = self.encode(cities, countries, ctx)  # (B, d)
+        return self.head(h, cities, self.copy(h))  # (B, V)

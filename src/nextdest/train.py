@@ -1,0 +1,344 @@
+"""One training loop for every neural model, and the model stages (gru, transformer, mlp).
+
+For each fold in ``cv.train_folds`` and each seed in ``train.seeds`` a model is trained on the
+fold's training targets (:func:`nextdest.folds.target_mask`), early-stopped on the accuracy@4 of
+the fold's validation rows, and kept at its best epoch. The stage then writes
+
+* ``oof_topk.parquet``: each fold's validation trips, scored by that fold's models (softmax
+  probabilities averaged over seeds);
+* ``test_topk.parquet``: every test trip, softmax probabilities averaged over all folds and seeds;
+* ``metrics.json``: CV / test scores plus per-epoch timings, best epochs and training curves;
+* ``fold{k}/model.pt`` (and ``fold{k}/model_seed{s}.pt`` for further seeds): self-describing model
+  files (weights, network config, resolved config, fold, best score, the vocabulary) that
+  :mod:`nextdest.recommend` loads.
+
+Training resumes after a kill: every finished epoch rewrites a checkpoint in ``ctx.work`` (model,
+optimiser, scheduler and RNG states, best weights so far, history); a rerun with the same stage key
+continues at the next epoch and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .device import resolve_device
+from .models import build_model, net_config
+from .nn_data import NNData, Tensors, load
+
+MODEL_FORMAT = "nextdest.model/1"
+PREDICT_BATCH = 2048
+
+
+# --------------------------------------------------------------------------- model files
+def vocab_payload(data: NNData, features_dir: Path | None) -> dict:
+    """What inference needs besides the weights: the city maps and the features' vocab.json."""
+    vocab_json = None
+    if features_dir is not None and (features_dir / "vocab.json").exists():
+        vocab_json = json.loads((features_dir / "vocab.json").read_text())
+    return {
+        "city_id": torch.from_numpy(data.city_ids.copy()),  # city_idx -> raw city id
+        "input_idx": torch.from_numpy(data.input_lut.copy()),  # city_idx -> input index
+        "city_country": torch.from_numpy(data.city_country.copy()),  # city_idx -> country_idx
+        "vocab_json": vocab_json,
+    }
+
+
+def save_model_file(path: Path, model: torch.nn.Module, name: str, meta: dict) -> None:
+    """Write a self-describing model file (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": MODEL_FORMAT,
+        "model": name,
+        "net_config": dataclasses.asdict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **meta,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_model_file(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from its file; returns (model in eval mode, the file's other entries)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not a nextdest model file (format {payload.get('format')!r}, expected {MODEL_FORMAT!r})")
+    model = build_model(payload["model"], payload["net_config"])
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, meta
+
+
+# --------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def predict_topk(
+    models: list[torch.nn.Module], x: Tensors, k: int, device: str, amp: bool = False, batch_size: int = PREDICT_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` city indices and probabilities, softmax averaged over ``models``. (n, k) each."""
+    n = len(x)
+    k = min(k, models[0].config.n_cities - 2)
+    idx_out = np.zeros((n, k), dtype=np.int64)
+    prob_out = np.zeros((n, k), dtype=np.float32)
+    for m in models:
+        m.eval()
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        inputs = (x.cities[sl].to(device), x.countries[sl].to(device), x.ctx[sl].to(device))
+        prob = None
+        for m in models:
+            with autocast(device, amp):
+                logits = m(*inputs)  # (b, V)
+            p = torch.softmax(logits.float(), dim=-1)  # (b, V)
+            prob = p if prob is None else prob + p
+        top = torch.topk(prob / len(models), k, dim=-1)  # (b, k)
+        idx_out[sl] = top.indices.cpu().numpy()
+        prob_out[sl] = top.values.cpu().numpy()
+    return idx_out, prob_out
+
+
+def accuracy_at_4(model: torch.nn.Module, x: Tensors, device: str, amp: bool) -> float:
+    if len(x) == 0:
+        return float("nan")
+    idx, _ = predict_topk([model], x, 4, device, amp)
+    return float((idx == x.target.numpy()[:, None]).any(axis=1).mean())
+
+
+def autocast(device: str, amp: bool):
+    """bf16 autocast on CUDA when ``amp`` (fp16 where bf16 is unsupported); a no-op on CPU."""
+    if device != "cuda" or not amp:
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class FitResult:
+    model: torch.nn.Module  # at its best epoch
+    best_score: float
+    best_epoch: int  # 1-based
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0  # epochs already done when this run started
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (and embedding tables), not on biases and norm scales."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def proposal_log_q(target: torch.Tensor, n_cities: int) -> torch.Tensor:
+    """log Q for sampled softmax: popularity of the training targets (+1 smoothing), real cities only."""
+    counts = torch.bincount(target, minlength=n_cities).double() + 1.0
+    counts[:2] = 0.0
+    return (counts / counts.sum()).log().float()
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    name: str,
+    data: NNData,
+    fold: int,
+    seed: int,
+    cfg,
+    device: str,
+    checkpoint: Path | None = None,
+    log=print,
+) -> FitResult:
+    """Train one model on fold ``fold`` with seed ``seed``; resume from ``checkpoint`` if it exists."""
+    tcfg = cfg.train
+    hparams = getattr(cfg.models, name)
+    epochs = hparams.epochs or tcfg.epochs
+    amp = tcfg.amp and device == "cuda"
+    run_seed = cfg.seed * 10_007 + seed * 101 + fold
+    torch.manual_seed(run_seed)
+    model = build_model(name, net_config(name, hparams, data.dims))
+    model.head.set_city_country(torch.from_numpy(data.city_country))
+    model.to(device)
+
+    train_x = data.tensors.take(data.train_rows(fold, tcfg.max_train_rows, run_seed))
+    valid_x = data.tensors.take(data.valid_rows(fold))
+    n = len(train_x)
+    if n == 0:
+        raise RuntimeError(f"{name}: fold {fold} has no training rows")
+    bs = min(tcfg.batch_size, n)
+    steps = max(1, n // bs)  # the last partial batch is dropped (a fresh shuffle each epoch)
+    dev_x = Tensors(*(t.to(device) for t in (train_x.cities, train_x.countries, train_x.ctx, train_x.target)))
+
+    opt = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=epochs * steps, pct_start=0.25)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported()) if device == "cuda" else None
+    gen = torch.Generator().manual_seed(run_seed)
+    sampled = tcfg.sampled_softmax
+    log_q = proposal_log_q(train_x.target, data.dims.n_cities).to(device) if sampled else None
+    q = log_q.exp() if sampled else None
+
+    history: list[dict] = []
+    best_score, best_epoch, best_state = -1.0, 0, None
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        st = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if scaler is not None and st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
+        gen.set_state(st["gen_state"])
+        torch.set_rng_state(st["torch_rng"])
+        if device == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"])
+        history, best_score, best_epoch, best_state = st["history"], st["best_score"], st["best_epoch"], st["best_state"]
+        start_epoch = len(history)
+        if st["finished"]:
+            model.load_state_dict(best_state)
+            log(f"fold {fold} seed {seed}: already trained (best epoch {best_epoch}, val acc@4 {best_score:.4f})")
+            return FitResult(model.eval(), best_score, best_epoch, history, start_epoch)
+        log(f"fold {fold} seed {seed}: resuming after epoch {start_epoch}/{epochs}")
+
+    finished = False
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        total, seen = torch.zeros((), device=device), 0
+        bar = tqdm(range(steps), desc=f"{name} f{fold} s{seed} ep{epoch + 1}/{epochs}", leave=False,
+                   mininterval=2.0, disable=None, file=sys.stderr)
+        for step in bar:
+            b = perm[step * bs:(step + 1) * bs]
+            cities, countries, ctx, y = dev_x.cities[b], dev_x.countries[b], dev_x.ctx[b], dev_x.target[b]
+            with autocast(device, amp):
+                if sampled:
+                    negatives = torch.multinomial(q, sampled, replacement=True)
+                    h = model.encode(cities, countries, ctx)
+                    loss = model.head.sampled_loss(h, cities, model.copy(h), y, negatives, log_q)
+                else:
+                    loss = F.cross_entropy(model(cities, countries, ctx), y)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None and scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            sched.step()
+            total += loss.detach() * len(b)
+            seen += len(b)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        score = accuracy_at_4(model, valid_x, device, amp)
+        seconds = time.perf_counter() - t0
+        rec = {"epoch": epoch + 1, "loss": round(float(total) / max(seen, 1), 5), "val_acc4": score,
+               "train_seconds": round(train_seconds, 3), "seconds": round(seconds, 3)}
+        history.append(rec)
+        improved = math.isnan(score) or score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        stale = epoch + 1 - best_epoch
+        finished = epoch + 1 == epochs or (tcfg.patience > 0 and stale >= tcfg.patience)
+        log(f"fold {fold} seed {seed} epoch {epoch + 1}/{epochs}: loss {rec['loss']:.4f}, "
+            f"val acc@4 {score:.4f}{' *' if improved else ''}, {train_seconds:.1f}s train / {seconds:.1f}s")
+        if checkpoint is not None:
+            _save_atomic({
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device == "cuda" else None,
+                "history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+                "finished": finished,
+            }, checkpoint)
+        if finished:
+            if epoch + 1 < epochs:
+                log(f"fold {fold} seed {seed}: early stop, no gain for {stale} epochs")
+            break
+    model.load_state_dict(best_state)
+    return FitResult(model.eval(), best_score, best_epoch, history, start_epoch)
+
+
+# --------------------------------------------------------------------------- the stage
+def model_filename(seed_pos: int, seed: int) -> str:
+    return "model.pt" if seed_pos == 0 else f"model_seed{seed}.pt"
+
+
+def run_model_stage(ctx) -> None:
+    from .config import to_dict
+    from .topk import from_scores, write_outputs
+
+    t_start = time.perf_counter()
+    name = ctx.spec.name
+    cfg = ctx.cfg
+    tcfg = cfg.train
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(tcfg.num_threads or os.cpu_count() or 1)
+    features_dir = ctx.input("features")
+    data = load(features_dir)
+    ctx.log(f"device {device}, {torch.get_num_threads()} CPU threads; {data.dims.n_cities:,} cities, "
+            f"{data.dims.n_countries} countries, {len(data.tensors):,} feature rows")
+    vocab = vocab_payload(data, features_dir)
+    resolved = to_dict(cfg)
+
+    fold_models: dict[int, list[torch.nn.Module]] = {}
+    extra: dict = {"device": device, "best_epochs": {}, "best_val_acc4": {}, "train_rows": {}, "history": {}}
+    epoch_times: list[float] = []
+    for fold in cfg.cv.train_folds:
+        fold_models[fold] = []
+        extra["train_rows"][str(fold)] = int(len(data.train_rows(fold, tcfg.max_train_rows)))
+        for pos, seed in enumerate(tcfg.seeds):
+            res = fit(name, data, fold, seed, cfg, device, ctx.work / f"fold{fold}_seed{seed}.pt", ctx.log)
+            fold_models[fold].append(res.model)
+            extra["best_epochs"].setdefault(str(fold), []).append(res.best_epoch)
+            extra["best_val_acc4"].setdefault(str(fold), []).append(res.best_score)
+            extra["history"][f"fold{fold}_seed{seed}"] = res.history
+            epoch_times += [h["train_seconds"] for h in res.history]
+            save_model_file(ctx.out / f"fold{fold}" / model_filename(pos, seed), res.model, name, {
+                "fold": fold, "seed": seed, "best_score": res.best_score, "best_epoch": res.best_epoch,
+                "config": resolved, "vocab": vocab,
+            })
+    any_model = next(iter(fold_models.values()))[0]
+    extra["n_params"] = sum(p.numel() for p in any_model.parameters())
+    extra["epoch_seconds"] = round(float(np.mean(epoch_times)), 3) if epoch_times else None
+
+    amp = tcfg.amp and device == "cuda"
+    t_pred = time.perf_counter()
+    oof_parts = []
+    for fold, models in fold_models.items():
+        rows = data.valid_rows(fold)
+        if len(rows):
+            idx, prob = predict_topk(models, data.tensors.take(rows), tcfg.top_k, device, amp)
+            oof_parts.append(from_scores(data.utrips(rows), data.city_ids[idx], prob, name))
+    oof = None
+    if oof_parts:
+        import polars as pl
+
+        oof = pl.concat(oof_parts)
+    rows = data.test_rows()
+    all_models = [m for ms in fold_models.values() for m in ms]
+    idx, prob = predict_topk(all_models, data.tensors.take(rows), tcfg.top_k, device, amp)
+    test = from_scores(data.utrips(rows), data.city_ids[idx], prob, name)
+    extra["predict_seconds"] = round(time.perf_counter() - t_pred, 3)
+    write_outputs(ctx, {name: (oof, test, time.perf_counter() - t_start, extra)})

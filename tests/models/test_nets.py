@@ -1,0 +1,111 @@
+"""The networks on hand-made tensors: shapes, gradients, capacity, determinism, sampled softmax."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nextdest.models import MODELS, Dims, build_model, net_config
+from nextdest.models.head import N_MASKED
+
+DIMS = Dims(n_cities=60, n_countries=9, seq_len=6, ctx_sizes=(13, 7, 4, 31, 5))
+SMALL = {"emb_dim": 16, "hidden": 32, "ctx_dim": 4, "n_heads": 2, "n_layers": 1, "dropout": 0.0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest (and immune to a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def batch(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cities = torch.randint(2, DIMS.n_cities, (n, DIMS.seq_len), generator=g)
+    cities[: n // 2, 1:3] = 0  # short histories: padded lags
+    countries = torch.randint(1, DIMS.n_countries, (n, DIMS.seq_len), generator=g) * (cities > 0)
+    ctx = torch.stack([torch.randint(0, s, (n,), generator=g) for s in DIMS.ctx_sizes], dim=1)
+    target = torch.randint(N_MASKED, DIMS.n_cities, (n,), generator=g)
+    return cities, countries, ctx, target
+
+
+def make(name: str, **over) -> torch.nn.Module:
+    model = build_model(name, net_config(name, {**SMALL, **over}, DIMS))
+    model.head.set_city_country(torch.arange(DIMS.n_cities) % DIMS.n_countries)
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_backward_shapes(name):
+    torch.manual_seed(0)
+    model = make(name)
+    cities, countries, ctx, target = batch(8)
+    logits = model(cities, countries, ctx)
+    assert logits.shape == (8, DIMS.n_cities)
+    assert logits.dtype == torch.float32
+    assert torch.isinf(logits[:, :N_MASKED]).all() and torch.isfinite(logits[:, N_MASKED:]).all()
+    F.cross_entropy(logits, target).backward()
+    assert model.city_emb.weight.grad is not None and model.city_emb.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad), "a parameter got no gradient"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_head_is_tied_to_the_input_table(name):
+    model = make(name)
+    assert model.head.city_emb is model.city_emb
+    names = [n for n, _ in model.named_parameters()]
+    assert sum("city_emb.weight" in n for n in names) == 1  # one table, not two
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_overfits_a_handful_of_trips(name):
+    torch.manual_seed(0)
+    model = make(name)
+    cities, countries, ctx, target = batch(24, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    model.train()
+    for _ in range(100):
+        loss = F.cross_entropy(model(cities, countries, ctx), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(cities, countries, ctx).argmax(-1) == target).float().mean().item()
+    assert acc == 1.0, f"{name} could not memorise 24 examples (train acc@1 {acc:.2f}, loss {loss.item():.3f})"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_same_seed_same_model_and_steps(name):
+    def run():
+        torch.manual_seed(123)
+        model = make(name, dropout=0.2)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        cities, countries, ctx, target = batch(16)
+        for _ in range(3):
+            loss = F.cross_entropy(model(cities, countries, ctx), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            return model(cities, countries, ctx)
+
+    assert torch.equal(run(), run())
+
+
+def test_sampled_softmax_matches_full_softmax_with_every_city_sampled():
+    """With a uniform proposal over all real cities and no accidental hits removed except the
+    target itself, the sampled loss equals the full-softmax loss over the real cities."""
+    torch.manual_seed(0)
+    model = make("mlp")
+    cities, countries, ctx, target = batch(8)
+    h = model.encode(cities, countries, ctx)
+    negatives = torch.arange(N_MASKED, DIMS.n_cities)
+    log_q = torch.full((DIMS.n_cities,), -3.0)  # uniform: the correction cancels
+    sampled = model.head.sampled_loss(h, cities, model.copy(h), target, negatives, log_q)
+    full = F.cross_entropy(model(cities, countries, ctx), target)
+    assert torch.allclose(sampled, full, atol=1e-5)
