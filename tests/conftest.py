@@ -9,34 +9,7 @@ import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests run on CPU
 
-from nextdest.config import load_config  # noqa: E402
-
-TINY = [
-    "data.preset=tiny",
-    "device=cpu",
-    "features.engine=cpu",
-    "cv.train_folds=[0,1]",
-    "train.epochs=2",
-    "train.batch_size=256",
-    "train.num_threads=2",
-    "models.gru.emb_dim=32",
-    "models.gru.hidden=64",
-    "models.gru.ctx_dim=8",
-    "models.transformer.emb_dim=32",
-    "models.transformer.ctx_dim=8",
-    "models.mlp.emb_dim=32",
-    "models.mlp.hidden=64",
-    "models.mlp.ctx_dim=8",
-    "rankers.xgb.n_estimators=30",
-    "rankers.lgb.n_estimators=30",
-    "rankers.n_folds=3",
-]
-
-
-def tiny_config(*overrides: str):
-    """The tiny CPU config used by the tests (experiment name 'base')."""
-    return load_config(None, [*TINY, *overrides])
-
+from nextdest.testing import TINY, tiny_config  # noqa: E402,F401
 
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import json
 
 import polars as pl
 
-from conftest import tiny_config
+from nextdest.testing import tiny_config
 from nextdest.stages import STAGE_LIST, experiment_dir, run_pipeline
 
 

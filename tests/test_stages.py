@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import tiny_config
+from nextdest.testing import tiny_config
 from nextdest.config import ROOT
 from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest, run_pipeline, run_stage
 

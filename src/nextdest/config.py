@@ -156,7 +156,7 @@ class LGBConfig:
 class RankersConfig:
     n_folds: int = 5  # folds over the out-of-fold candidate table (grouped by trip)
     max_candidates: int = 40  # candidates per trip, by pool priority (candidates stage)
-    n_threads: int = 0  # 0 = cores not already busy (load average), at least 1
+    n_threads: int = 0  # 0 = every core
     xgb: XGBConfig = field(default_factory=XGBConfig)
     lgb: LGBConfig = field(default_factory=LGBConfig)
 

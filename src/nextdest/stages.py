@@ -90,13 +90,13 @@ STAGE_LIST: tuple[StageSpec, ...] = (
         "nextdest.rankers.candidates:run_candidates_stage",
     ),
     StageSpec(
-        "xgb_ranker", "pipelines/09_xgb_ranker.py", ("data", "candidates"),
+        "xgb_ranker", "pipelines/09_xgb_ranker.py", ("data", "features", "candidates"),
         ("seed", "device", "rankers.n_folds", "rankers.max_candidates", "rankers.xgb"), RANKER_CODE,
         "nextdest.rankers:run_ranker_stage",
         enabled=_ranker_enabled("xgb"), models=lambda cfg: ("xgb_ranker",),
     ),
     StageSpec(
-        "lgb_ranker", "pipelines/10_lgb_ranker.py", ("data", "candidates"),
+        "lgb_ranker", "pipelines/10_lgb_ranker.py", ("data", "features", "candidates"),
         ("seed", "device", "rankers.n_folds", "rankers.max_candidates", "rankers.lgb"), RANKER_CODE,
         "nextdest.rankers:run_ranker_stage",
         enabled=_ranker_enabled("lgb"), models=lambda cfg: ("lgb_ranker",),

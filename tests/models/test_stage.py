@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import tiny_config
+from nextdest.testing import tiny_config
 from nextdest import train as train_mod
 from nextdest.folds import all_valid_mask
 from nextdest.schema import TOPK, check

@@ -1,0 +1,6 @@
+"""Second stage: candidate pooling (:mod:`.candidates`) and gradient-boosted rankers behind one
+interface (:mod:`.base`: the ranker protocol and the one fold loop; :mod:`.xgb`, :mod:`.lgb`)."""
+
+from .base import run_ranker_stage
+
+__all__ = ["run_ranker_stage"]

@@ -1,0 +1,377 @@
+"""The candidates stage: one pool of candidate cities per trip, and the ranker features of every
+(trip, candidate) pair.
+
+Pool (per query trip: the validation trips of the trained folds, and every test trip)
+  * every available model's top ``candidates.per_model_k`` (baselines, gru, transformer, mlp);
+  * the previous city's most frequent next cities, and those of the last two cities
+    (``transition_k`` each, out of fold);
+  * the trip's first city (trips often end where they started);
+  * the most popular cities of each country the trip has visited (``country_k`` each, out of fold).
+
+Each candidate gets a priority from reciprocal-rank fusion over its sources
+(``sum_s 1 / (PRIO_C + rank_s)``), so a city several sources agree on comes first, and ``prio``
+= its 1-based position in the trip. The ranker stages keep ``prio <= rankers.max_candidates``
+(the cap lives there, so changing it re-runs exactly the stages it affects); ``recall.json``
+reports pool recall at several cut-offs, the cap included.
+
+Features (all target statistics out of fold: a validation trip of fold k sees statistics with
+fold k's targets excluded, test trips see every known target, see :mod:`nextdest.stats`)
+  * per model: score, rank, gap to the model's best score in the trip (null outside its top-k);
+    how many models rank the candidate, their best rank and summed reciprocal rank;
+  * transitions: last city -> candidate (count, share), last two cities -> candidate, second last
+    city -> candidate (skip), first city -> candidate, candidate -> last city (reverse), last
+    country -> candidate's country (share);
+  * popularity: overall, in the check-in month, for the booker market (shares and lifts);
+  * candidate vs trip: same country as the last stay / the first stay, visits to its country so
+    far, equals the first city, already visited, equals the last / second last city;
+  * trip context: length, nights, gap, month, weekday, market, device, span, distinct cities and
+    countries so far, out-degree of the last city.
+
+Outputs: ``oof_candidates.parquet`` (with ``label`` = 1 for the true city, and the trip's CV
+``fold``), ``test_candidates.parquet`` (``label`` only when the test truth exists, for reporting;
+rankers never train on it), ``recall.json``, ``feature_names.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import polars as pl
+
+from ..folds import test_mask, valid_mask
+from ..schema import FIRST_INDEX
+from ..stats import popularity, targets, transitions
+from ..topk import read_topk
+
+PRIO_C = 5.0  # reciprocal-rank-fusion constant of the pool priority
+RECALL_CUTOFFS = (4, 10, 20, 30, 50, 75, 100, 150, 200)
+BASELINE_MODELS = ("popular", "prev_city")
+NEURAL_STAGES = ("gru", "transformer", "mlp")
+ID_COLUMNS = ("utrip_id", "fold", "city_idx", "city_id", "label", "prio")
+
+# Trip context copied from the query row (the row whose city is predicted).
+CONTEXT = {
+    "n_trip": "ctx_n_trip",
+    "nights": "ctx_nights",
+    "gap_days": "ctx_gap_days",
+    "checkin_month": "ctx_month",
+    "checkin_weekday": "ctx_weekday",
+    "weekend": "ctx_weekend",
+    "booker_idx": "ctx_market",
+    "device_idx": "ctx_device",
+    "span_so_far": "ctx_span_so_far",
+    "span_total": "ctx_span_total",
+}
+
+
+# --------------------------------------------------------------------------- inputs
+def model_tables(ctx) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+    """Every available model's (oof top-k, test top-k), keyed by model name, in a fixed order:
+    the baselines, then each enabled and finished neural stage."""
+    out: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
+    for stage in ("baselines", *NEURAL_STAGES):
+        if not ctx.has_input(stage):
+            continue
+        folder = ctx.input(stage)
+        if not (folder / "oof_topk.parquet").exists() or not (folder / "test_topk.parquet").exists():
+            ctx.log(f"stage '{stage}' has no top-k tables, passed over")
+            continue
+        oof, test = read_topk(folder / "oof_topk.parquet"), read_topk(folder / "test_topk.parquet")
+        for name in sorted(oof["model"].unique().to_list()):
+            out[name] = (oof.filter(pl.col("model") == name), test.filter(pl.col("model") == name))
+    return out
+
+
+def _to_idx(topk: pl.DataFrame, cities: pl.DataFrame) -> pl.DataFrame:
+    """Top-k table with raw ids -> (utrip_id, city_idx, score, rank, gap), gap = score - the
+    model's best score in the trip."""
+    return (
+        topk.join(cities.select("city_id", "city_idx"), on="city_id", how="inner")
+        .select(
+            "utrip_id", "city_idx", "rank",
+            pl.col("score").cast(pl.Float32),
+            (pl.col("score") - pl.col("score").max().over("utrip_id")).cast(pl.Float32).alias("gap"),
+        )
+    )
+
+
+# --------------------------------------------------------------------------- the pool
+def _top_per(df: pl.DataFrame, by: list[str], k: int) -> pl.DataFrame:
+    """The first ``k`` rows per ``by`` group of a table sorted by descending count within it,
+    with their 1-based ``rank``."""
+    return df.with_columns(pl.int_range(1, pl.len() + 1).over(by).alias("rank")).filter(pl.col("rank") <= k)
+
+
+def candidate_sources(
+    q: pl.DataFrame,
+    prefix: pl.DataFrame,
+    models: dict[str, pl.DataFrame],
+    trans1: pl.DataFrame,
+    trans2: pl.DataFrame,
+    country_pop: pl.DataFrame,
+    cfg,
+) -> pl.DataFrame:
+    """Every (utrip_id, city_idx, source, rank) a source proposes for the query trips ``q``."""
+    cc = cfg.candidates
+    parts = []
+    for name, tab in models.items():
+        parts.append(tab.filter(pl.col("rank") <= cc.per_model_k).select("utrip_id", "city_idx", pl.lit(name).alias("source"), "rank"))
+    t1 = _top_per(trans1, ["prev1"], cc.transition_k)
+    parts.append(
+        q.select("utrip_id", pl.col("city_lag1").alias("prev1"))
+        .join(t1, on="prev1").select("utrip_id", pl.col("next").alias("city_idx"), pl.lit("trans1").alias("source"), "rank")
+    )
+    t2 = _top_per(trans2, ["prev1", "prev2"], cc.transition_k)
+    parts.append(
+        q.select("utrip_id", pl.col("city_lag1").alias("prev1"), pl.col("city_lag2").alias("prev2"))
+        .join(t2, on=["prev1", "prev2"]).select("utrip_id", pl.col("next").alias("city_idx"), pl.lit("trans2").alias("source"), "rank")
+    )
+    parts.append(q.select("utrip_id", pl.col("first_city").alias("city_idx"), pl.lit("first").alias("source"), pl.lit(1).alias("rank")))
+    cp = _top_per(country_pop, ["country_idx"], cc.country_k)
+    visited_countries = prefix.select("utrip_id", "country_idx").unique()
+    parts.append(
+        visited_countries.join(cp, on="country_idx")
+        .select("utrip_id", "city_idx", pl.lit("country").alias("source"), "rank")
+    )
+    src = pl.concat([p.with_columns(pl.col("city_idx").cast(pl.Int32), pl.col("rank").cast(pl.Int32)) for p in parts])
+    return src.filter(pl.col("city_idx") >= FIRST_INDEX)
+
+
+def pool_from_sources(src: pl.DataFrame) -> pl.DataFrame:
+    """Union of the sources per trip with the priority ``prio`` (1 = first) by reciprocal-rank
+    fusion; ties broken by the best single rank, then city index (deterministic)."""
+    return (
+        src.group_by("utrip_id", "city_idx")
+        .agg(
+            (1.0 / (PRIO_C + pl.col("rank"))).sum().alias("_rrf"),
+            pl.col("rank").min().alias("_best"),
+            (pl.col("source") == "trans1").any().alias("src_trans1"),
+            (pl.col("source") == "trans2").any().alias("src_trans2"),
+            (pl.col("source") == "first").any().alias("src_first"),
+            (pl.col("source") == "country").any().alias("src_country"),
+            pl.col("source").n_unique().alias("src_n"),
+        )
+        .sort(["utrip_id", "_rrf", "_best", "city_idx"], descending=[False, True, False, False])
+        .with_columns(pl.int_range(1, pl.len() + 1).over("utrip_id").cast(pl.Int32).alias("prio"))
+        .drop("_rrf", "_best")
+    )
+
+
+# --------------------------------------------------------------------------- features
+def _share(count: str, total: str) -> pl.Expr:
+    return (pl.col(count) / pl.col(total)).cast(pl.Float32)
+
+
+def pool_features(
+    feat: pl.DataFrame,
+    q: pl.DataFrame,
+    fold: int | None,
+    models: dict[str, pl.DataFrame],
+    cities: pl.DataFrame,
+    cfg,
+) -> pl.DataFrame:
+    """Candidates and features for query rows ``q`` (one per trip), with statistics out of fold
+    ``fold`` (None: every known target). ``models`` maps model name -> its top-k for these trips
+    in index space (see :func:`_to_idx`)."""
+    trips = q.select("utrip_id")
+    prefix = (
+        feat.filter(~pl.col("is_reversed") & ~pl.col("is_last"))
+        .join(trips, on="utrip_id", how="semi")
+        .select("utrip_id", "city_idx", "country_idx")
+    )
+    trans1 = transitions(feat, fold, order=1)
+    trans2 = transitions(feat, fold, order=2)
+    pop = popularity(feat, fold)
+    country_pop = (
+        pop.join(cities.select("city_idx", "country_idx"), on="city_idx")
+        .sort(["country_idx", "count", "city_idx"], descending=[False, True, False])
+    )
+    pool = pool_from_sources(candidate_sources(q, prefix, models, trans1, trans2, country_pop, cfg))
+
+    # Query context and candidate attributes.
+    qctx = q.select(
+        "utrip_id", "city_lag1", "city_lag2", "first_city", "country_lag1", "first_country",
+        *[pl.col(c).alias(a) for c, a in CONTEXT.items()],
+    )
+    df = pool.join(qctx, on="utrip_id", how="left").join(
+        cities.select("city_idx", "city_id", pl.col("country_idx").alias("cand_country")), on="city_idx", how="left"
+    )
+
+    # Model scores.
+    for name, tab in models.items():
+        df = df.join(
+            tab.select("utrip_id", "city_idx", pl.col("score").alias(f"m_{name}_score"),
+                       pl.col("rank").cast(pl.Float32).alias(f"m_{name}_rank"), pl.col("gap").alias(f"m_{name}_gap")),
+            on=["utrip_id", "city_idx"], how="left",
+        )
+    scored = [n for n in models if n not in BASELINE_MODELS] or list(models)
+    ranks = [pl.col(f"m_{n}_rank") for n in scored]
+    df = df.with_columns(
+        pl.sum_horizontal([r.is_not_null() for r in ranks]).cast(pl.Int8).alias("m_n_ranked"),
+        pl.min_horizontal(ranks).alias("m_best_rank"),
+        pl.sum_horizontal([(1.0 / r.cast(pl.Float64)).fill_null(0.0) for r in ranks]).cast(pl.Float32).alias("m_rr_sum"),
+    )
+
+    # Transition statistics.
+    out1 = trans1.group_by("prev1").agg(pl.col("count").sum().alias("tot"))
+    t1 = trans1.join(out1, on="prev1").with_columns(_share("count", "tot").alias("share"))
+    df = (
+        df.join(t1.select(pl.col("prev1").alias("city_lag1"), pl.col("next").alias("city_idx"),
+                          pl.col("count").cast(pl.Float32).alias("t1_count"), pl.col("share").alias("t1_share")),
+                on=["city_lag1", "city_idx"], how="left")
+        .join(out1.select(pl.col("prev1").alias("city_lag1"), pl.col("tot").cast(pl.Float32).alias("ctx_last_outdeg")),
+              on="city_lag1", how="left")
+        .join(t1.select(pl.col("prev1").alias("city_lag2"), pl.col("next").alias("city_idx"),
+                        pl.col("count").cast(pl.Float32).alias("tskip_count"), pl.col("share").alias("tskip_share")),
+              on=["city_lag2", "city_idx"], how="left")
+        .join(t1.select(pl.col("prev1").alias("first_city"), pl.col("next").alias("city_idx"),
+                        pl.col("share").alias("tfirst_share")),
+              on=["first_city", "city_idx"], how="left")
+        .join(t1.select(pl.col("prev1").alias("city_idx"), pl.col("next").alias("city_lag1"),
+                        pl.col("count").cast(pl.Float32).alias("trev_count"), pl.col("share").alias("trev_share")),
+              on=["city_idx", "city_lag1"], how="left")
+    )
+    out2 = trans2.group_by("prev1", "prev2").agg(pl.col("count").sum().alias("tot"))
+    t2 = trans2.join(out2, on=["prev1", "prev2"]).with_columns(_share("count", "tot").alias("share"))
+    df = df.join(
+        t2.select(pl.col("prev1").alias("city_lag1"), pl.col("prev2").alias("city_lag2"), pl.col("next").alias("city_idx"),
+                  pl.col("count").cast(pl.Float32).alias("t2_count"), pl.col("share").alias("t2_share")),
+        on=["city_lag1", "city_lag2", "city_idx"], how="left",
+    ).join(
+        out2.select(pl.col("prev1").alias("city_lag1"), pl.col("prev2").alias("city_lag2"), pl.col("tot").cast(pl.Float32).alias("ctx_last2_outdeg")),
+        on=["city_lag1", "city_lag2"], how="left",
+    )
+    ctr = (
+        targets(feat, fold).filter(pl.col("country_lag1") > 0)
+        .group_by("country_lag1", "country_idx").agg(pl.len().alias("count")).collect()
+    )
+    ctr = ctr.with_columns((pl.col("count") / pl.col("count").sum().over("country_lag1")).cast(pl.Float32).alias("tc_share"))
+    df = df.join(ctr.select("country_lag1", pl.col("country_idx").alias("cand_country"), "tc_share"),
+                 on=["country_lag1", "cand_country"], how="left")
+
+    # Popularity: overall, by month, by market (shares of all targets in that slice) and lifts.
+    total = max(int(pop["count"].sum()), 1)
+    df = df.join(pop.select("city_idx", (pl.col("count") / total).cast(pl.Float32).alias("pop_share")), on="city_idx", how="left")
+    for by, alias, name in (("checkin_month", "ctx_month", "month"), ("booker_idx", "ctx_market", "market")):
+        pb = popularity(feat, fold, by=by)
+        pb = pb.with_columns((pl.col("count") / pl.col("count").sum().over(by)).cast(pl.Float32).alias(f"pop_{name}_share"))
+        df = df.join(pb.select(pl.col(by).alias(alias), "city_idx", f"pop_{name}_share"), on=[alias, "city_idx"], how="left")
+        df = df.with_columns(pl.col(f"pop_{name}_share").fill_null(0.0))
+        df = df.with_columns((pl.col(f"pop_{name}_share") / pl.col("pop_share")).cast(pl.Float32).alias(f"pop_{name}_lift"))
+    cpop = pop.join(cities.select("city_idx", "country_idx"), on="city_idx").group_by("country_idx").agg(pl.col("count").sum().alias("c"))
+    df = df.join(cpop.select(pl.col("country_idx").alias("cand_country"), (pl.col("c") / total).cast(pl.Float32).alias("pop_country_share")),
+                 on="cand_country", how="left")
+    df = df.with_columns((pl.col("pop_share") / pl.col("pop_country_share")).cast(pl.Float32).alias("pop_in_country_share"))
+
+    # Candidate vs the trip so far.
+    visits = prefix.group_by("utrip_id", "city_idx").agg(pl.len().cast(pl.Int8).alias("cand_visits"))
+    cvisits = prefix.group_by("utrip_id", pl.col("country_idx").alias("cand_country")).agg(pl.len().cast(pl.Int8).alias("cand_country_visits"))
+    distinct = prefix.group_by("utrip_id").agg(
+        pl.col("city_idx").n_unique().cast(pl.Int16).alias("ctx_distinct_cities"),
+        pl.col("country_idx").n_unique().cast(pl.Int16).alias("ctx_distinct_countries"),
+    )
+    df = (
+        df.join(visits, on=["utrip_id", "city_idx"], how="left")
+        .join(cvisits, on=["utrip_id", "cand_country"], how="left")
+        .join(distinct, on="utrip_id", how="left")
+        .with_columns(
+            pl.col("cand_visits").fill_null(0),
+            pl.col("cand_country_visits").fill_null(0),
+            (pl.col("city_idx") == pl.col("first_city")).alias("cand_is_first"),
+            (pl.col("city_idx") == pl.col("city_lag1")).alias("cand_is_last"),
+            (pl.col("city_idx") == pl.col("city_lag2")).alias("cand_is_last2"),
+            (pl.col("cand_country") == pl.col("country_lag1")).alias("cand_same_country_last"),
+            (pl.col("cand_country") == pl.col("first_country")).alias("cand_same_country_first"),
+        )
+    )
+    df = df.drop("city_lag1", "city_lag2", "first_city", "country_lag1", "first_country", "cand_country")
+    bools = [c for c, t in df.schema.items() if t == pl.Boolean]
+    return df.with_columns(pl.col(bools).cast(pl.Int8)).sort("utrip_id", "prio")
+
+
+# --------------------------------------------------------------------------- recall
+def recall_at(cands: pl.DataFrame, truth: pl.DataFrame, cutoffs=RECALL_CUTOFFS) -> dict:
+    """Share of truth trips (utrip_id, city_idx) whose city is in the pool within ``prio <= n``,
+    for each cut-off and for the whole pool; plus the mean pool size."""
+    n = truth.height
+    if n == 0:
+        return {}
+    hit = truth.join(cands.select("utrip_id", "city_idx", "prio"), on=["utrip_id", "city_idx"], how="left")["prio"]
+    out = {f"recall@{c}": float((hit <= c).sum()) / n for c in cutoffs}
+    out["recall_all"] = float(hit.is_not_null().sum()) / n
+    out["mean_pool_size"] = float(cands.height / max(cands["utrip_id"].n_unique(), 1))
+    out["trips"] = n
+    return out
+
+
+def feature_columns(df: pl.DataFrame) -> list[str]:
+    """The ranker features of a candidate table: every column but the ids and the label."""
+    return [c for c in df.columns if c not in ID_COLUMNS]
+
+
+# --------------------------------------------------------------------------- stage
+def run_candidates_stage(ctx) -> None:
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    feat_dir = ctx.input("features")
+    feat = pl.read_parquet(feat_dir / "features.parquet")
+    cities = pl.read_parquet(feat_dir / "cities.parquet")
+    tables = model_tables(ctx)
+    if not tables:
+        raise RuntimeError("candidates: no model top-k tables found (baselines must have run)")
+    ctx.log(f"models pooled: {', '.join(tables)}")
+    oof_idx = {n: _to_idx(o, cities) for n, (o, _t) in tables.items()}
+    test_idx = {n: _to_idx(t, cities) for n, (_o, t) in tables.items()}
+
+    parts = []
+    for fold in cfg.cv.train_folds:
+        q = feat.filter(valid_mask(fold))
+        trips = q.select("utrip_id")
+        models = {n: t.join(trips, on="utrip_id", how="semi") for n, t in oof_idx.items()}
+        part = pool_features(feat, q, fold, models, cities, cfg)
+        label = q.select("utrip_id", pl.col("city_idx").alias("_true"))
+        parts.append(
+            part.join(label, on="utrip_id", how="left")
+            .with_columns((pl.col("city_idx") == pl.col("_true")).cast(pl.Int8).alias("label"), pl.lit(fold, pl.Int8).alias("fold"))
+            .drop("_true")
+        )
+    oof = pl.concat(parts).sort("utrip_id", "prio")
+    oof_truth = feat.filter(pl.any_horizontal([valid_mask(f) for f in cfg.cv.train_folds])).select("utrip_id", "city_idx")
+
+    q = feat.filter(test_mask())
+    test = pool_features(feat, q, None, test_idx, cities, cfg).with_columns(pl.lit(-1, pl.Int8).alias("fold"))
+    truth_path = ctx.input("data") / "truth.parquet"
+    test_truth = None
+    if truth_path.exists():
+        test_truth = (
+            pl.read_parquet(truth_path).select("utrip_id", "city_id")
+            .join(cities.select("city_id", "city_idx"), on="city_id", how="left")
+            .select("utrip_id", pl.col("city_idx").fill_null(0))
+        )
+        test = test.join(test_truth.rename({"city_idx": "_true"}), on="utrip_id", how="left").with_columns(
+            (pl.col("city_idx") == pl.col("_true")).fill_null(False).cast(pl.Int8).alias("label")
+        ).drop("_true")
+    test = test.sort("utrip_id", "prio")
+
+    cols = [c for c in ID_COLUMNS if c in oof.columns] + feature_columns(oof)
+    oof = oof.select(cols)
+    test = test.select([c for c in cols if c in test.columns])
+    oof.write_parquet(ctx.out / "oof_candidates.parquet")
+    test.write_parquet(ctx.out / "test_candidates.parquet")
+    recall = {
+        "oof": recall_at(oof, oof_truth),
+        "test": recall_at(test, test_truth) if test_truth is not None else None,
+        "models": list(tables),
+        "prio_c": PRIO_C,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    (ctx.out / "recall.json").write_text(json.dumps(recall, indent=2))
+    (ctx.out / "feature_names.json").write_text(json.dumps(feature_columns(oof), indent=2))
+    for part, r in (("OOF", recall["oof"]), ("test", recall["test"])):
+        if r:
+            ctx.log(
+                f"{part} pool: {r['trips']:,} trips, mean size {r['mean_pool_size']:.1f}, recall "
+                + ", ".join(f"@{c} {r[f'recall@{c}']:.3f}" for c in (10, 20, 50, 100)) + f", all {r['recall_all']:.3f}"
+            )
+    ctx.log(f"{oof.height:,} OOF / {test.height:,} test candidate rows, {len(feature_columns(oof))} features")

@@ -1,0 +1,86 @@
+"""The candidates stage on the tiny experiment with fake neural models."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import polars as pl
+import pytest
+
+from nextdest.folds import valid_mask
+from nextdest.rankers.candidates import feature_columns
+from nextdest.rankers.fakes import fake_experiment
+from nextdest.stages import run_stage, stage_function
+from nextdest.stats import transitions
+from nextdest.topk import read_topk
+
+
+@pytest.fixture(scope="module")
+def cand_exp(tiny_upstream, tmp_path_factory):
+    """(cfg, experiment folder) after the candidates stage, pool uncapped by the model lists."""
+    cfg, exp = tiny_upstream
+    root = tmp_path_factory.mktemp("cand_artifacts")
+    dst = fake_experiment(exp, root)
+    old = os.environ.get("NEXTDEST_ARTIFACTS")
+    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
+    try:
+        run_stage("candidates", cfg, stage_function("candidates"))
+        yield cfg, dst
+    finally:
+        os.environ.pop("NEXTDEST_ARTIFACTS") if old is None else os.environ.__setitem__("NEXTDEST_ARTIFACTS", old)
+
+
+def test_pool_holds_true_city_whenever_a_model_ranked_it(cand_exp):
+    cfg, exp = cand_exp
+    oof = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
+    feat = pl.read_parquet(exp / "features" / "features.parquet")
+    truth = feat.filter(pl.any_horizontal([valid_mask(f) for f in cfg.cv.train_folds])).select("utrip_id", "city_id")
+    k = cfg.candidates.per_model_k
+    ranked = []
+    for stage in ("baselines", "gru", "transformer", "mlp"):
+        tk = read_topk(exp / stage / "oof_topk.parquet").filter(pl.col("rank") <= k)
+        ranked.append(tk.join(truth, on=["utrip_id", "city_id"], how="semi").select("utrip_id", "city_id"))
+    ranked = pl.concat(ranked).unique()
+    assert ranked.height > 0
+    missing = ranked.join(oof.select("utrip_id", "city_id"), on=["utrip_id", "city_id"], how="anti")
+    assert missing.height == 0
+    # Labels: 1 exactly on the true city.
+    lab = oof.join(truth.rename({"city_id": "true"}), on="utrip_id")
+    assert (lab["label"] == (lab["city_id"] == lab["true"]).cast(pl.Int8)).all()
+    assert oof.group_by("utrip_id").agg(pl.col("label").sum())["label"].max() == 1
+    # Every query trip has a pool; priorities are 1..n per trip; no duplicate city.
+    assert set(oof["utrip_id"].unique()) == set(truth["utrip_id"])
+    per = oof.group_by("utrip_id").agg(pl.col("prio").min().alias("lo"), pl.col("prio").max().alias("hi"), pl.len(), pl.col("city_idx").n_unique().alias("u"))
+    assert (per["lo"] == 1).all() and (per["hi"] == per["len"]).all() and (per["u"] == per["len"]).all()
+
+
+def test_recall_and_features_written(cand_exp):
+    _cfg, exp = cand_exp
+    rec = json.loads((exp / "candidates" / "recall.json").read_text())
+    assert 0.0 < rec["oof"]["recall_all"] <= 1.0 and rec["test"]["recall_all"] > 0.0
+    assert rec["oof"]["recall@4"] <= rec["oof"]["recall@20"] <= rec["oof"]["recall_all"]
+    assert {"gru", "transformer", "mlp", "prev_city", "popular"} <= set(rec["models"])
+    oof = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
+    test = pl.read_parquet(exp / "candidates" / "test_candidates.parquet")
+    feats = feature_columns(oof)
+    assert feats == feature_columns(test)
+    for col in ("m_gru_score", "m_gru_rank", "t1_share", "t2_share", "pop_month_share", "pop_market_share",
+                "cand_same_country_last", "cand_is_first", "cand_visits", "ctx_n_trip", "ctx_device"):
+        assert col in feats
+
+
+def test_statistics_are_out_of_fold(cand_exp):
+    """A validation trip of fold k sees transition counts with fold k's targets excluded."""
+    cfg, exp = cand_exp
+    feat = pl.read_parquet(exp / "features" / "features.parquet")
+    oof = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
+    fold = cfg.cv.train_folds[0]
+    q = feat.filter(valid_mask(fold)).select("utrip_id", "city_lag1")
+    t = transitions(feat, fold, 1).select(pl.col("prev1").alias("city_lag1"), pl.col("next").alias("city_idx"), pl.col("count").alias("expect"))
+    got = oof.filter(pl.col("fold") == fold).join(q, on="utrip_id").join(t, on=["city_lag1", "city_idx"], how="left")
+    assert (got["t1_count"].fill_null(0) == got["expect"].fill_null(0)).all()
+    # The true city's own last transition is never counted for its trip: with fold=None it would be.
+    t_all = transitions(feat, None, 1).select(pl.col("prev1").alias("city_lag1"), pl.col("next").alias("city_idx"), pl.col("count").alias("all"))
+    pos = got.filter(pl.col("label") == 1).join(t_all, on=["city_lag1", "city_idx"], how="left")
+    assert (pos["t1_count"].fill_null(0) < pos["all"]).all()

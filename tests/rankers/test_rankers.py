@@ -1,0 +1,78 @@
+"""Ranker fold loop and stages (XGBoost, LightGBM) on the tiny experiment with fake neural models."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+from nextdest.rankers.base import cross_fit, load_candidates, make_ranker, query_sizes, trip_groups
+from nextdest.rankers.candidates import feature_columns
+from nextdest.rankers.fakes import fake_experiment
+from nextdest.stages import run_stage, stage_function
+from nextdest.topk import read_topk
+
+
+@pytest.fixture(scope="module")
+def ranker_exp(tiny_upstream, tmp_path_factory):
+    cfg, exp = tiny_upstream
+    root = tmp_path_factory.mktemp("ranker_artifacts")
+    dst = fake_experiment(exp, root)
+    old = os.environ.get("NEXTDEST_ARTIFACTS")
+    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
+    try:
+        for stage in ("candidates", "xgb_ranker", "lgb_ranker"):
+            run_stage(stage, cfg, stage_function(stage))
+        yield cfg, dst
+    finally:
+        os.environ.pop("NEXTDEST_ARTIFACTS") if old is None else os.environ.__setitem__("NEXTDEST_ARTIFACTS", old)
+
+
+def test_trip_groups_balanced_deterministic():
+    trips = pl.Series([f"{i}_1" for i in range(103)])
+    a = trip_groups(trips, 5, seed=7)
+    b = trip_groups(trips.reverse(), 5, seed=7)
+    assert a.equals(b)
+    sizes = a.group_by("group").len()["len"]
+    assert sizes.max() - sizes.min() <= 1 and a["utrip_id"].n_unique() == 103
+
+
+def test_query_sizes_rejects_split_trips():
+    assert query_sizes(np.array(["a", "a", "b", "c", "c", "c"])).tolist() == [2, 1, 3]
+    with pytest.raises(ValueError):
+        query_sizes(np.array(["a", "b", "a"]))
+
+
+def test_fold_loop_scores_every_row_once(ranker_exp):
+    cfg, exp = ranker_exp
+    oof, test = load_candidates(exp / "candidates", cfg.rankers.max_candidates)
+    feats = feature_columns(oof)
+    res = cross_fit(lambda: make_ranker("lgb_ranker", cfg, "cpu"), oof, test, feats, 3, cfg.seed, log=lambda m: None)
+    assert res.oof.height == oof.height and res.oof["score"].is_finite().all()
+    assert res.oof.select("utrip_id", "city_id").n_unique() == oof.height
+    # Each trip sits in exactly one group, and its rows are contiguous.
+    assert (res.oof.group_by("utrip_id").agg(pl.col("group").n_unique())["group"] == 1).all()
+    query_sizes(res.oof["utrip_id"])
+    assert res.test.height == test.height and len(res.best_iterations) == 3
+
+
+@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker"])
+def test_ranker_stage_outputs(ranker_exp, stage):
+    cfg, exp = ranker_exp
+    out = exp / stage
+    oof = read_topk(out / "oof_topk.parquet")
+    cands = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
+    # OOF top-k for every OOF trip, ranks 1..n without gaps or repeats.
+    assert set(oof["utrip_id"].unique()) == set(cands["utrip_id"].unique())
+    r = oof.group_by("utrip_id").agg(pl.col("rank").max().alias("hi"), pl.len(), pl.col("rank").n_unique().alias("u"))
+    assert (r["hi"] == r["len"]).all() and (r["u"] == r["len"]).all()
+    assert (out / "importance.png").stat().st_size > 0
+    imp = json.loads((out / "importance.json").read_text())
+    assert set(imp) == set(feature_columns(cands)) and sum(imp.values()) > 0
+    m = json.loads((out / "metrics.json").read_text())["models"][stage]
+    assert m["cv_acc4"] is not None and len(m["best_iterations"]) == cfg.rankers.n_folds
+    test = read_topk(out / "test_topk.parquet")
+    assert test["utrip_id"].n_unique() == pl.read_parquet(exp / "candidates" / "test_candidates.parquet")["utrip_id"].n_unique()
