@@ -39,8 +39,10 @@ def main() -> int:
     cmd = [str(ROOT / "run.sh"), "--config", args.config, *args.overrides]
     print("running:", " ".join(cmd), f"(artifacts in {root})", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
+    print(proc.stdout)
+    skipped = [s.name for s in STAGE_LIST if f"[{s.name}] up to date" in proc.stdout]
     if proc.returncode != 0:
         print(f"run.sh failed with exit code {proc.returncode}", file=sys.stderr)
         return proc.returncode
@@ -48,14 +50,18 @@ def main() -> int:
     for spec in STAGE_LIST:
         man = root / exp / spec.name / "manifest.json"
         if man.exists():
-            rows.append(f"| {spec.name} | {json.loads(man.read_text())['seconds']:.1f} |")
+            note = " (cached from an earlier run)" if spec.name in skipped else ""
+            rows.append(f"| {spec.name} | {json.loads(man.read_text())['seconds']:.1f}{note} |")
     summary_md = (root / exp / "summary.md").read_text()
     md = "\n".join([
         f"### Pipeline: `./run.sh --config {args.config}` {' '.join(args.overrides)}".rstrip(),
         "",
-        f"Whole run from scratch (nothing cached, setup included): **{wall / 60:.1f} min** wall time.",
+        (f"Whole run from scratch (nothing cached): **{wall / 60:.1f} min** wall time."
+         if not skipped else
+         f"This invocation: {wall / 60:.1f} min wall time; reused from the cache: {', '.join(skipped)} "
+         f"(their seconds below are from the run that built them)."),
         "",
-        "| stage | seconds |",
+        "| stage | seconds (stage's own manifest) |",
         "|---|---|",
         *rows,
         "",
