@@ -46,12 +46,15 @@ def main() -> int:
     if proc.returncode != 0:
         print(f"run.sh failed with exit code {proc.returncode}", file=sys.stderr)
         return proc.returncode
-    rows = []
+    rows, total = [], 0.0
     for spec in STAGE_LIST:
         man = root / exp / spec.name / "manifest.json"
         if man.exists():
             note = " (cached from an earlier run)" if spec.name in skipped else ""
-            rows.append(f"| {spec.name} | {json.loads(man.read_text())['seconds']:.1f}{note} |")
+            sec = json.loads(man.read_text())["seconds"]
+            total += sec
+            rows.append(f"| {spec.name} | {sec:.1f}{note} |")
+    rows.append(f"| **sum of stage seconds** | **{total:.0f} ({total / 60:.1f} min)** |")
     summary_md = (root / exp / "summary.md").read_text()
     md = "\n".join([
         f"### Pipeline: `./run.sh --config {args.config}` {' '.join(args.overrides)}".rstrip(),

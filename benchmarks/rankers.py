@@ -23,6 +23,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from nextdest.bench import write_section  # noqa: E402
 
+MARGIN = 0.005  # accuracy@4 a ranker must gain over the best neural model, and the blend over every component
+HEADROOM_TARGET = 0.60
 STAGES = ("baselines", "mlp", "gru", "transformer", "xgb_ranker", "lgb_ranker", "blend")
 
 
@@ -48,6 +50,36 @@ def collect(exp: Path) -> dict:
     return models
 
 
+def targets(models: dict, base: dict, ceiling) -> list[str]:
+    """The quality targets of the rankers/blend issue, each checked on these figures: every ranker
+    beats the best neural model, and the blend every component, by >= MARGIN on CV with the same
+    order on test; the blend captures >= HEADROOM_TARGET of the headroom on test."""
+    nn = {n: m for n, m in models.items() if m["stage"] in ("gru", "transformer", "mlp")}
+    rankers = {n: m for n, m in models.items() if m["stage"].endswith("_ranker")}
+    blend = models.get("blend")
+    out = ["Targets (CV decides; test must keep the order):", ""]
+    if nn:
+        best = max(nn, key=lambda n: nn[n]["cv_acc4"])
+        for r, m in rankers.items():
+            gain = m["cv_acc4"] - nn[best]["cv_acc4"]
+            same = m.get("test_acc4") is None or m["test_acc4"] > nn[best].get("test_acc4", 0)
+            ok = gain >= MARGIN and same
+            out.append(f"- {r} vs best neural model ({best}): CV {gain:+.4f}, test "
+                       f"{(m.get('test_acc4') or 0) - (nn[best].get('test_acc4') or 0):+.4f} -> {'met' if ok else 'NOT met'}")
+    if blend:
+        comps = {n: m for n, m in models.items() if n != "blend"}
+        top = max(comps, key=lambda n: comps[n]["cv_acc4"])
+        gain = blend["cv_acc4"] - comps[top]["cv_acc4"]
+        best_test = max((m.get("test_acc4") or 0) for m in comps.values())
+        ok = gain >= MARGIN and (blend.get("test_acc4") or 0) > best_test
+        out.append(f"- blend vs best component ({top}): CV {gain:+.4f}, test vs best component on test "
+                   f"{(blend.get('test_acc4') or 0) - best_test:+.4f} -> {'met' if ok else 'NOT met'}")
+        h = headroom(blend.get("test_acc4"), base.get("test_acc4"), ceiling)
+        out.append(f"- blend headroom on test {fmt(h, True)} (target {HEADROOM_TARGET:.0%}) -> "
+                   f"{'met' if h is not None and h >= HEADROOM_TARGET else 'NOT met'}")
+    return out
+
+
 def table(exp: Path) -> str:
     models = collect(exp)
     if not models:
@@ -58,7 +90,7 @@ def table(exp: Path) -> str:
     ceiling_cv = gen.get("ceiling_expected_train", ceiling)
     base = models.get("prev_city", {})
     lines = [
-        f"Experiment `{exp.name}` ({exp}). Ceiling (generator, expected acc@4): test {fmt(ceiling)}, CV {fmt(ceiling_cv)}.",
+        f"Experiment `{exp.name}`. Ceiling (generator, expected acc@4): test {fmt(ceiling)}, CV {fmt(ceiling_cv)}.",
         "",
         "| model | CV acc@4 | test acc@4 | headroom (CV) | headroom (test) | seconds |",
         "|---|---|---|---|---|---|",
@@ -83,6 +115,7 @@ def table(exp: Path) -> str:
             if r:
                 lines.append(f"| {split} | {r['trips']:,} | {r['mean_pool_size']:.1f} | "
                              + " | ".join(f"{r[c]:.3f}" for c in cuts) + f" | {r['recall_all']:.3f} |")
+    lines += ["", *targets(models, base, ceiling)]
     blend_w = exp / "blend" / "weights.json"
     if blend_w.exists():
         w = json.loads(blend_w.read_text())
@@ -97,7 +130,10 @@ def main(argv=None) -> int:
     p.add_argument("--exp", default=str(HERE.parent / "artifacts" / "medium"), help="experiment folder")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
-    md = table(Path(args.exp))
+    exp = Path(args.exp).resolve()
+    shown = exp.relative_to(HERE.parent) if exp.is_relative_to(HERE.parent) else exp
+    md = (f"Commands: `./run.sh --config configs/{exp.name}.yaml`, then `python benchmarks/rankers.py --exp {shown}`.\n\n"
+          + table(exp))
     print(md)
     if not args.no_write:
         write_section("rankers", md)

@@ -46,7 +46,7 @@ class DataConfig:
 class CVConfig:
     n_folds: int = 5
     # Folds whose models are trained (out-of-fold stages use only these); the summary says which.
-    train_folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    train_folds: tuple[int, ...] = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -130,26 +130,26 @@ class CandidatesConfig:
 class XGBConfig:
     enabled: bool = True
     objective: Literal["rank:ndcg", "rank:pairwise", "rank:map"] = "rank:ndcg"
-    n_estimators: int = 300
-    learning_rate: float = 0.1
+    n_estimators: int = 800
+    learning_rate: float = 0.05
     max_depth: int = 6
     max_bin: int = 64
     subsample: float = 0.8
     colsample_bytree: float = 0.8
-    early_stopping_rounds: int = 20
+    early_stopping_rounds: int = 60
 
 
 @dataclass(frozen=True)
 class LGBConfig:
     enabled: bool = True
-    n_estimators: int = 300
+    n_estimators: int = 800
     learning_rate: float = 0.05
     num_leaves: int = 63
     min_child_samples: int = 20
     max_bin: int = 63
     subsample: float = 0.8
     colsample_bytree: float = 0.8
-    early_stopping_rounds: int = 20
+    early_stopping_rounds: int = 60
 
 
 @dataclass(frozen=True)

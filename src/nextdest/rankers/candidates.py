@@ -25,7 +25,13 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
   * candidate vs trip: same country as the last stay / the first stay, visits to its country so
     far, equals the first city, already visited, equals the last / second last city;
   * trip context: length, nights, gap, month, weekday, market, device, span, distinct cities and
-    countries so far, out-degree of the last city.
+    countries so far, out-degree of the last city;
+  * final steps only: last city -> final city, first city -> final city, final-city popularity
+    (a trip's last step drifts back toward where it began);
+  * closeness to the trip's earlier stays on the city graph, one and two hops (third last, first,
+    most / total over all stays; two-hop ``P @ P`` also for the last two), which places rarely seen
+    candidates relative to the trip's direction;
+  * the same user's other trips: stays in the candidate city and its country, number of trips.
 
 Outputs: ``oof_candidates.parquet`` (with ``label`` = 1 for the true city, and the trip's CV
 ``fold``), ``test_candidates.parquet`` (``label`` only when the test truth exists, for reporting;
@@ -191,7 +197,7 @@ def pool_features(
 
     # Query context and candidate attributes.
     qctx = q.select(
-        "utrip_id", "city_lag1", "city_lag2", "first_city", "country_lag1", "first_country",
+        "utrip_id", "city_lag1", "city_lag2", "city_lag3", "first_city", "country_lag1", "first_country",
         *[pl.col(c).alias(a) for c, a in CONTEXT.items()],
     )
     df = pool.join(qctx, on="utrip_id", how="left").join(
@@ -285,9 +291,134 @@ def pool_features(
             (pl.col("cand_country") == pl.col("first_country")).alias("cand_same_country_first"),
         )
     )
-    df = df.drop("city_lag1", "city_lag2", "first_city", "country_lag1", "first_country", "cand_country")
+    df = _final_step_features(df, feat, fold)
+    df = _proximity_features(df, prefix, t1)
+    df = _user_features(df, feat, q, fold, cities)
+    df = _graph_features(df, trans1, cities.height + FIRST_INDEX)
+    df = df.drop("city_lag1", "city_lag2", "city_lag3", "first_city", "country_lag1", "first_country", "cand_country")
     bools = [c for c, t in df.schema.items() if t == pl.Boolean]
     return df.with_columns(pl.col(bools).cast(pl.Int8)).sort("utrip_id", "prio")
+
+
+def _final_step_features(df: pl.DataFrame, feat: pl.DataFrame, fold: int | None) -> pl.DataFrame:
+    """Statistics of trips' *last* steps only (out of fold): the last step of a trip is not an
+    ordinary step (trips drift back toward where they started and often end there), so the share
+    of the candidate among final cities after the previous city (``fin_t1_*``), after the first
+    city (``fin_first_*``: first city -> final city) and in the same month (``fin_pop_*``)."""
+    fin = targets(feat, fold).filter(pl.col("is_last") & (pl.col("city_lag1") > 0))
+    for key, name in (("city_lag1", "fin_t1"), ("first_city", "fin_first")):
+        st = (
+            fin.group_by(key, "city_idx").agg(pl.len().alias("c"))
+            .with_columns(pl.col("c").sum().over(key).alias("tot")).collect()
+        )
+        df = df.join(
+            st.select(key, "city_idx", pl.col("c").cast(pl.Float32).alias(f"{name}_count"),
+                      (pl.col("c") / pl.col("tot")).cast(pl.Float32).alias(f"{name}_share")),
+            on=[key, "city_idx"], how="left",
+        ).join(
+            st.group_by(key).agg(pl.col("tot").first().cast(pl.Float32).alias(f"ctx_{name}_n")), on=key, how="left",
+        ).with_columns(pl.col(f"{name}_count").fill_null(0.0), pl.col(f"ctx_{name}_n").fill_null(0.0))
+    pop = fin.group_by("city_idx").agg(pl.len().alias("c")).collect()
+    total = max(int(pop["c"].sum()), 1)
+    df = df.join(pop.select("city_idx", (pl.col("c") / total).cast(pl.Float32).alias("fin_pop_share")), on="city_idx", how="left")
+    return df.with_columns(
+        pl.col("fin_pop_share").fill_null(0.0),
+        (pl.col("fin_pop_share") / pl.col("pop_share")).cast(pl.Float32).alias("fin_pop_lift"),
+    )
+
+
+def _proximity_features(df: pl.DataFrame, prefix: pl.DataFrame, t1: pl.DataFrame) -> pl.DataFrame:
+    """How close the candidate is to each earlier stay, closeness being the symmetric transition
+    share ``(share(a -> b) + share(b -> a)) / 2``: to the third last stay (``prox_lag3``), to the
+    first stay (``prox_first``) and the most / in total over every stay so far (``prox_max``,
+    ``prox_sum``). With the last two stays' transitions these give the ranker the trip's direction:
+    trips move away from where they were and drift back toward where they began."""
+    sym = (
+        pl.concat([
+            t1.select("prev1", "next", "share"),
+            t1.select(pl.col("next").alias("prev1"), pl.col("prev1").alias("next"), "share"),
+        ])
+        .group_by("prev1", "next").agg((pl.col("share").sum() / 2).cast(pl.Float32).alias("prox"))
+    )
+    for key, name in (("city_lag3", "prox_lag3"), ("first_city", "prox_first")):
+        df = df.join(sym.select(pl.col("prev1").alias(key), pl.col("next").alias("city_idx"), pl.col("prox").alias(name)),
+                     on=[key, "city_idx"], how="left").with_columns(pl.col(name).fill_null(0.0))
+    visited = prefix.select("utrip_id", pl.col("city_idx").alias("prev1")).unique()
+    cand = df.select("utrip_id", "city_idx")
+    agg = (
+        cand.join(visited, on="utrip_id")
+        .join(sym.rename({"next": "city_idx"}), on=["prev1", "city_idx"], how="inner")
+        .group_by("utrip_id", "city_idx")
+        .agg(pl.col("prox").max().alias("prox_max"), pl.col("prox").sum().alias("prox_sum"))
+    )
+    return df.join(agg, on=["utrip_id", "city_idx"], how="left").with_columns(
+        pl.col("prox_max").fill_null(0.0), pl.col("prox_sum").fill_null(0.0)
+    )
+
+
+def _graph_features(df: pl.DataFrame, trans1: pl.DataFrame, n_index: int) -> pl.DataFrame:
+    """Closeness on the city graph, one and two hops: ``P`` is the row-normalised symmetric
+    transition-count matrix (out of fold), ``P2 = P @ P``. For the last, second last, third last
+    and first stay ``s``: ``g1_* = P[s, cand]`` and ``g2_* = P2[s, cand]``. Two hops reach cities
+    that share neighbours with ``s``, which places rarely seen candidates relative to the trip
+    (near the last stay, away from the ones before it: the trip's direction)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    a = trans1["prev1"].to_numpy().astype(np.int64)
+    b = trans1["next"].to_numpy().astype(np.int64)
+    w = trans1["count"].to_numpy().astype(np.float64)
+    c = sp.coo_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(n_index, n_index)).tocsr()
+    deg = np.asarray(c.sum(axis=1)).ravel()
+    p = sp.diags(np.where(deg > 0, 1.0 / np.maximum(deg, 1e-12), 0.0)) @ c
+    p2 = (p @ p).tocsr()
+    cand = df["city_idx"].to_numpy().astype(np.int64)
+    cols = {}
+    for key, name in (("city_lag1", "lag1"), ("city_lag2", "lag2"), ("city_lag3", "lag3"), ("first_city", "first")):
+        src = df[key].fill_null(0).to_numpy().astype(np.int64)
+        ok = (src > 0) & (src < n_index) & (cand < n_index)
+        for mat, pre in ((p, "g1"), (p2, "g2")):
+            v = np.full(len(cand), np.nan, dtype=np.float32)
+            if ok.any():
+                v[ok] = np.asarray(mat[src[ok], cand[ok]]).ravel()
+            cols[f"{pre}_{name}"] = v
+    return df.with_columns([pl.Series(k, v) for k, v in cols.items()])
+
+
+def _user_features(df: pl.DataFrame, feat: pl.DataFrame, q: pl.DataFrame, fold: int | None, cities: pl.DataFrame) -> pl.DataFrame:
+    """The same user's *other* trips: stays known when this trip is predicted (every row but the
+    concealed ones and, out of fold, the held-out fold's last cities). How often the user stayed
+    in the candidate city (``user_city_stays``) and its country (``user_country_stays``, and
+    ``user_country_share`` of their stays), and how many other trips they have (``ctx_user_trips``)."""
+    known = feat.lazy().filter(~pl.col("is_concealed") & ~pl.col("is_reversed"))
+    if fold is not None:
+        known = known.filter(~valid_mask(fold))
+    qu = q.select("utrip_id", pl.col("user_id").alias("_user")).lazy()
+    other = (
+        known.select(pl.col("utrip_id").alias("_other"), pl.col("user_id").alias("_user"), "city_idx", "country_idx")
+        .join(qu, on="_user").filter(pl.col("_other") != pl.col("utrip_id"))
+    )
+    trips = other.group_by("utrip_id").agg(
+        pl.col("_other").n_unique().cast(pl.Float32).alias("ctx_user_trips"), pl.len().alias("_stays")
+    ).collect()
+    by_city = other.group_by("utrip_id", "city_idx").agg(pl.len().cast(pl.Float32).alias("user_city_stays")).collect()
+    by_country = (
+        other.group_by("utrip_id", pl.col("country_idx").alias("_cc")).agg(pl.len().cast(pl.Float32).alias("user_country_stays")).collect()
+    )
+    cc = cities.select("city_idx", pl.col("country_idx").alias("_cc"))
+    return (
+        df.join(cc, on="city_idx", how="left")
+        .join(trips, on="utrip_id", how="left")
+        .join(by_city, on=["utrip_id", "city_idx"], how="left")
+        .join(by_country, on=["utrip_id", "_cc"], how="left")
+        .with_columns(
+            pl.col("ctx_user_trips").fill_null(0.0),
+            pl.col("user_city_stays").fill_null(0.0),
+            pl.col("user_country_stays").fill_null(0.0),
+        )
+        .with_columns((pl.col("user_country_stays") / pl.col("_stays")).cast(pl.Float32).alias("user_country_share"))
+        .drop("_cc", "_stays")
+    )
 
 
 # --------------------------------------------------------------------------- recall
