@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import polars as pl
@@ -6,12 +7,26 @@ import pytest
 from nextdest.config import ROOT
 from nextdest.metrics import accuracy_at_4_submission, topk_metrics
 
-SHARED = ROOT.parent / "shared" / "booking-mdt"
+# The official ground truth and sample submission (real challenge files) are not in the repo: they
+# sit in ../shared/booking-mdt beside the clone (as on CI) or where NEXTDEST_SHARED points.
+# Without them these two tests are skipped with that reason, unless NEXTDEST_REQUIRE_SHARED=1 (set by
+# .ci/run), where a missing file fails.
+SHARED = Path(os.environ.get("NEXTDEST_SHARED", ROOT.parent / "shared")) / "booking-mdt"
 
 
-def test_official_sample_submission_scores_exactly_as_the_notebook():
+@pytest.fixture
+def official_files():
+    missing = [f for f in ("submission.csv", "ground_truth.csv") if not (SHARED / f).exists()]
+    if missing:
+        msg = f"official files {missing} not found in {SHARED} (set NEXTDEST_SHARED to the folder holding booking-mdt/)"
+        if os.environ.get("NEXTDEST_REQUIRE_SHARED") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return SHARED
+
+
+def test_official_sample_submission_scores_exactly_as_the_notebook(official_files):
     """The official evaluation notebook scores the sample submission 0.05271574537941185."""
-    assert (SHARED / "submission.csv").exists(), f"expected the official files in {SHARED}"
     from nextdest.__main__ import main
 
     truth = pl.read_csv(SHARED / "ground_truth.csv")
@@ -20,7 +35,7 @@ def test_official_sample_submission_scores_exactly_as_the_notebook():
     assert main(["evaluate", "--submission", str(SHARED / "submission.csv"), "--truth", str(SHARED / "ground_truth.csv")]) == 0
 
 
-def test_cli_prints_the_exact_figure(capsys):
+def test_cli_prints_the_exact_figure(capsys, official_files):
     from nextdest.__main__ import main
 
     main(["evaluate", "--submission", str(SHARED / "submission.csv"), "--truth", str(SHARED / "ground_truth.csv")])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from .folds import target_mask
+from .folds import target_mask, valid_mask
 
 
 def targets(feat: pl.LazyFrame | pl.DataFrame, fold: int | None) -> pl.LazyFrame:
@@ -49,15 +49,17 @@ def popularity(feat, fold: int | None, by: str | None = None) -> pl.DataFrame:
     )
 
 
+def known_rows(feat, fold: int | None) -> pl.LazyFrame:
+    """Every row known when fold ``fold``'s trips are predicted (original direction): all but the
+    concealed test cities and, for ``fold=k``, fold k's validation targets."""
+    lf = feat.lazy().filter(~pl.col("is_concealed") & ~pl.col("is_reversed"))
+    return lf if fold is None else lf.filter(~valid_mask(fold))
+
+
 def row_popularity(feat, fold: int | None) -> pl.DataFrame:
     """City frequency over all known rows (the official 'popular' baseline counts every train row),
     out of fold: fold k's validation rows are excluded. Columns: ``city_idx``, ``count``."""
-    lf = feat.lazy().filter(~pl.col("is_concealed") & ~pl.col("is_reversed"))
-    if fold is not None:
-        from .folds import valid_mask
-
-        lf = lf.filter(~valid_mask(fold))
     return (
-        lf.group_by("city_idx").agg(pl.len().cast(pl.Int64).alias("count"))
+        known_rows(feat, fold).group_by("city_idx").agg(pl.len().cast(pl.Int64).alias("count"))
         .sort(["count", "city_idx"], descending=[True, False]).collect()
     )

@@ -1,5 +1,5 @@
-"""Hand-computed cases for the candidate features added on top of the model scores: final-step
-statistics, graph closeness and the same user's other trips."""
+"""Hand-computed cases for the candidate features beside the model scores: final-step statistics,
+graph closeness and the same user's other trips."""
 
 from __future__ import annotations
 
@@ -91,3 +91,4 @@ def test_graph_features_one_and_two_hops():
     assert out["g2_lag1"].to_list() == pytest.approx([0.0, 1.0, 0.0])
     # No third-last stay: missing, not zero.
     assert all(math.isnan(v) for v in out["g1_lag3"].to_list())
+

@@ -43,11 +43,13 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from ..folds import test_mask, valid_mask
 from ..schema import FIRST_INDEX
-from ..stats import popularity, targets, transitions
+from ..stats import known_rows, popularity, targets, transitions
 from ..topk import read_topk
 
 PRIO_C = 5.0  # reciprocal-rank-fusion constant of the pool priority
@@ -349,7 +351,9 @@ def _proximity_features(df: pl.DataFrame, prefix: pl.DataFrame, t1: pl.DataFrame
         cand.join(visited, on="utrip_id")
         .join(sym.rename({"next": "city_idx"}), on=["prev1", "city_idx"], how="inner")
         .group_by("utrip_id", "city_idx")
-        .agg(pl.col("prox").max().alias("prox_max"), pl.col("prox").sum().alias("prox_sum"))
+        # Summed in a fixed order: a float sum in the group's arrival order differs in the last
+        # bit from run to run, and the rankers' splits follow such differences.
+        .agg(pl.col("prox").max().alias("prox_max"), pl.col("prox").sort().sum().alias("prox_sum"))
     )
     return df.join(agg, on=["utrip_id", "city_idx"], how="left").with_columns(
         pl.col("prox_max").fill_null(0.0), pl.col("prox_sum").fill_null(0.0)
@@ -362,9 +366,6 @@ def _graph_features(df: pl.DataFrame, trans1: pl.DataFrame, n_index: int) -> pl.
     and first stay ``s``: ``g1_* = P[s, cand]`` and ``g2_* = P2[s, cand]``. Two hops reach cities
     that share neighbours with ``s``, which places rarely seen candidates relative to the trip
     (near the last stay, away from the ones before it: the trip's direction)."""
-    import numpy as np
-    import scipy.sparse as sp
-
     a = trans1["prev1"].to_numpy().astype(np.int64)
     b = trans1["next"].to_numpy().astype(np.int64)
     w = trans1["count"].to_numpy().astype(np.float64)
@@ -390,9 +391,7 @@ def _user_features(df: pl.DataFrame, feat: pl.DataFrame, q: pl.DataFrame, fold: 
     concealed ones and, out of fold, the held-out fold's last cities). How often the user stayed
     in the candidate city (``user_city_stays``) and its country (``user_country_stays``, and
     ``user_country_share`` of their stays), and how many other trips they have (``ctx_user_trips``)."""
-    known = feat.lazy().filter(~pl.col("is_concealed") & ~pl.col("is_reversed"))
-    if fold is not None:
-        known = known.filter(~valid_mask(fold))
+    known = known_rows(feat, fold)
     qu = q.select("utrip_id", pl.col("user_id").alias("_user")).lazy()
     other = (
         known.select(pl.col("utrip_id").alias("_other"), pl.col("user_id").alias("_user"), "city_idx", "country_idx")
