@@ -32,6 +32,10 @@ setup() {
       "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
       "$PY" -m pip install -q -r requirements.txt
     fi
+    # Make the package importable from the venv itself (python -m nextdest after activating it).
+    if ! env -u PYTHONPATH "$PY" -c "import nextdest" 2>/dev/null; then
+      echo "$ROOT/src" > "$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/nextdest-src.pth"
+    fi
   fi
   export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONUNBUFFERED=1
