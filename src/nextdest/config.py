@@ -76,7 +76,11 @@ class TrainConfig:
     patience: int = 2  # early stopping on validation accuracy@4; 0 = never stop early
     num_threads: int = 0  # torch CPU threads; 0 = all cores
     max_train_rows: int = 0  # 0 = all; >0 subsamples targets (smoke runs)
-    sampled_softmax: int = 0  # 0 = full softmax; N = N sampled negatives with log-Q correction
+    # N > 0: sampled softmax with N negatives (log-Q corrected) when the vocabulary has more than
+    # 2N cities, else the full softmax; 0 = always the full softmax. Prediction is always exact.
+    sampled_softmax: int = 2048
+    optimizer: Literal["sparse_adamw", "adamw"] = "sparse_adamw"  # sparse_adamw: row-sparse updates of large embedding tables
+    allocator: Literal["tuned", "default"] = "tuned"  # tuned: glibc malloc keeps freed blocks (nextdest.perf)
     amp: bool = True  # mixed precision on CUDA (bf16; ignored on CPU)
 
 

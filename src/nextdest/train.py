@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .device import resolve_device
 from .models import build_model, net_config
+from .models.optim import make_optimizer
+from .models.step import Batch, NegativeSampler, autocast, train_step, use_sampled_softmax
 from .nn_data import NNData, Tensors, load
+from .perf import tune_allocator
 
 MODEL_FORMAT = "nextdest.model/1"
 PREDICT_BATCH = 2048
@@ -116,14 +118,6 @@ def accuracy_at_4(model: torch.nn.Module, x: Tensors, device: str, amp: bool) ->
     return float((idx == x.target.numpy()[:, None]).any(axis=1).mean())
 
 
-def autocast(device: str, amp: bool):
-    """bf16 autocast on CUDA when ``amp`` (fp16 where bf16 is unsupported); a no-op on CPU."""
-    if device != "cuda" or not amp:
-        return torch.autocast("cpu", enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 # --------------------------------------------------------------------------- training
 @dataclass
 class FitResult:
@@ -132,20 +126,6 @@ class FitResult:
     best_epoch: int  # 1-based
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when this run started
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices (and embedding tables), not on biases and norm scales."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def proposal_log_q(target: torch.Tensor, n_cities: int) -> torch.Tensor:
-    """log Q for sampled softmax: popularity of the training targets (+1 smoothing), real cities only."""
-    counts = torch.bincount(target, minlength=n_cities).double() + 1.0
-    counts[:2] = 0.0
-    return (counts / counts.sum()).log().float()
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -184,13 +164,14 @@ def fit(
     steps = max(1, n // bs)  # the last partial batch is dropped (a fresh shuffle each epoch)
     dev_x = Tensors(*(t.to(device) for t in (train_x.cities, train_x.countries, train_x.ctx, train_x.target)))
 
-    opt = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=(0.9, 0.98))
+    opt = make_optimizer(model, tcfg.optimizer, tcfg.lr, tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=epochs * steps, pct_start=0.25)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported()) if device == "cuda" else None
     gen = torch.Generator().manual_seed(run_seed)
-    sampled = tcfg.sampled_softmax
-    log_q = proposal_log_q(train_x.target, data.dims.n_cities).to(device) if sampled else None
-    q = log_q.exp() if sampled else None
+    sampler = None
+    if use_sampled_softmax(tcfg.sampled_softmax, data.dims.n_cities):
+        neg_gen = torch.Generator(device=device).manual_seed(run_seed + 1)
+        sampler = NegativeSampler.from_targets(dev_x.target, data.dims.n_cities, tcfg.sampled_softmax, neg_gen)
 
     history: list[dict] = []
     best_score, best_epoch, best_state = -1.0, 0, None
@@ -203,6 +184,8 @@ def fit(
         if scaler is not None and st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
         gen.set_state(st["gen_state"])
+        if sampler is not None and st.get("neg_gen_state") is not None:
+            sampler.generator.set_state(st["neg_gen_state"])
         torch.set_rng_state(st["torch_rng"])
         if device == "cuda" and st.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(st["cuda_rng"])
@@ -224,25 +207,8 @@ def fit(
                    mininterval=2.0, disable=None, file=sys.stderr)
         for step in bar:
             b = perm[step * bs:(step + 1) * bs]
-            cities, countries, ctx, y = dev_x.cities[b], dev_x.countries[b], dev_x.ctx[b], dev_x.target[b]
-            with autocast(device, amp):
-                if sampled:
-                    negatives = torch.multinomial(q, sampled, replacement=True)
-                    h = model.encode(cities, countries, ctx)
-                    loss = model.head.sampled_loss(h, cities, model.copy(h), y, negatives, log_q)
-                else:
-                    loss = F.cross_entropy(model(cities, countries, ctx), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None and scaler.is_enabled():
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
+            batch = Batch(dev_x.cities[b], dev_x.countries[b], dev_x.ctx[b], dev_x.target[b])
+            loss = train_step(model, batch, opt, sampler, device=device, amp=amp, scaler=scaler)
             sched.step()
             total += loss.detach() * len(b)
             seen += len(b)
@@ -268,6 +234,7 @@ def fit(
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "neg_gen_state": sampler.generator.get_state() if sampler is not None else None,
                 "cuda_rng": torch.cuda.get_rng_state() if device == "cuda" else None,
                 "history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
                 "finished": finished,
@@ -295,15 +262,19 @@ def run_model_stage(ctx) -> None:
     tcfg = cfg.train
     device = resolve_device(cfg.device)
     torch.set_num_threads(tcfg.num_threads or os.cpu_count() or 1)
+    allocator = tune_allocator() if tcfg.allocator == "tuned" else "default"
     features_dir = ctx.input("features")
     data = load(features_dir)
-    ctx.log(f"device {device}, {torch.get_num_threads()} CPU threads; {data.dims.n_cities:,} cities, "
+    softmax = (f"sampled softmax ({tcfg.sampled_softmax} negatives)" if use_sampled_softmax(tcfg.sampled_softmax, data.dims.n_cities)
+               else "full softmax")
+    ctx.log(f"device {device}, {torch.get_num_threads()} CPU threads, {softmax}, optimizer {tcfg.optimizer}, "
+            f"allocator {allocator}; {data.dims.n_cities:,} cities, "
             f"{data.dims.n_countries} countries, {len(data.tensors):,} feature rows")
     vocab = vocab_payload(data, features_dir)
     resolved = to_dict(cfg)
 
     fold_models: dict[int, list[torch.nn.Module]] = {}
-    extra: dict = {"device": device, "best_epochs": {}, "best_val_acc4": {}, "train_rows": {}, "history": {}}
+    extra: dict = {"device": device, "softmax": softmax, "threads": torch.get_num_threads(), "best_epochs": {}, "best_val_acc4": {}, "train_rows": {}, "history": {}}
     epoch_times: list[float] = []
     for fold in cfg.cv.train_folds:
         fold_models[fold] = []

@@ -98,14 +98,41 @@ def test_same_seed_same_model_and_steps(name):
 
 
 def test_sampled_softmax_matches_full_softmax_with_every_city_sampled():
-    """With a uniform proposal over all real cities and no accidental hits removed except the
-    target itself, the sampled loss equals the full-softmax loss over the real cities."""
+    """With every real city sampled and an equal correction for all, the sampled loss (the target
+    against every other city) equals the full-softmax loss over the real cities."""
+    torch.manual_seed(0)
+    for name in MODELS:
+        model = make(name)
+        cities, countries, ctx, target = batch(8)
+        cities[:, -1] = target  # copy scores reach the target and the negatives alike
+        cities[0, 2] = target[1]
+        h = model.encode(cities, countries, ctx)
+        negatives = torch.arange(N_MASKED, DIMS.n_cities)
+        log_correction = torch.full((DIMS.n_cities,), -3.0)  # equal for every city: it cancels
+        sampled = model.head.sampled_loss(h, cities, model.copy(h), target, negatives, log_correction)
+        full = F.cross_entropy(model(cities, countries, ctx), target)
+        assert torch.allclose(sampled, full, atol=1e-5), name
+
+
+def test_sampled_softmax_by_hand():
+    """h . w + b - correction, copy scores on the sampled columns, the accidental hit removed."""
     torch.manual_seed(0)
     model = make("mlp")
-    cities, countries, ctx, target = batch(8)
-    h = model.encode(cities, countries, ctx)
-    negatives = torch.arange(N_MASKED, DIMS.n_cities)
-    log_q = torch.full((DIMS.n_cities,), -3.0)  # uniform: the correction cancels
-    sampled = model.head.sampled_loss(h, cities, model.copy(h), target, negatives, log_q)
-    full = F.cross_entropy(model(cities, countries, ctx), target)
-    assert torch.allclose(sampled, full, atol=1e-5)
+    cities, countries, ctx, target = batch(4)
+    target[0] = 7
+    cities[0] = torch.tensor([0, 0, 5, 9, 7, 5])  # 5 twice, 9 once, the target 7 once
+    h = model.encode(cities, countries, ctx)[:1]
+    copy = model.copy(h)
+    negatives = torch.tensor([3, 5, 7, 11])  # 7 = the target: an accidental hit
+    corr = torch.linspace(-4, -1, DIMS.n_cities)
+    got = model.head.sampled_loss(h, cities[:1], copy, target[:1], negatives, corr)
+    w = model.head.weights()
+    b = model.head.bias
+
+    def logit(c: int) -> torch.Tensor:
+        return h[0] @ w[c] + b[c] - corr[c] + copy[0][cities[0] == c].sum()
+
+    pos = logit(7)
+    logits = torch.stack([pos, logit(3), logit(5), logit(11)])
+    want = torch.logsumexp(logits, 0) - pos
+    assert torch.allclose(got, want, atol=1e-5)

@@ -55,22 +55,29 @@ class TiedHead(nn.Module):
         return logits + self.mask  # (B, V)
 
     def sampled_loss(
-        self, h: torch.Tensor, cities: torch.Tensor, copy: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, log_q: torch.Tensor
+        self, h: torch.Tensor, cities: torch.Tensor, copy: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
+        log_correction: torch.Tensor,
     ) -> torch.Tensor:
-        """Sampled softmax with log-Q correction.
+        """Sampled softmax: the target against a shared set of negatives, logits corrected.
 
-        ``negatives`` (N,) city indices drawn from the proposal Q (shared by the batch), ``log_q``
-        (V,) log proposal probabilities. Logits are corrected by -log Q so the sampled loss is an
-        unbiased-in-the-limit estimate of the full softmax; a negative equal to the row's target
-        (an accidental hit) is masked out.
+        ``negatives`` (M,) sorted, duplicate-free city indices shared by the batch;
+        ``log_correction`` (V,) subtracted from each logit (log of the proposal's inclusion
+        probability; see :mod:`nextdest.models.step`). A negative that is the row's own target
+        (an accidental hit) is masked out. An input city's copy score reaches its logit through a
+        sorted lookup of the input steps in ``negatives`` (no (B, L, M) comparison).
         """
-        w_pos = self.weights(target)  # (B, d)
+        B, M = target.shape[0], negatives.shape[0]
         copy = copy.float()
-        pos = (h * w_pos).sum(-1).float() + self.bias[target] - log_q[target]  # (B,)
+        pos = (h * self.weights(target)).sum(-1).float() + self.bias[target] - log_correction[target]  # (B,)
         pos = pos + (copy * (cities == target[:, None])).sum(-1)  # (B,)
-        w_neg = self.weights(negatives)  # (N, d)
-        neg = (h @ w_neg.t()).float() + self.bias[negatives] - log_q[negatives]  # (B, N)
-        neg = neg + torch.einsum("bl,bln->bn", copy, (cities[:, :, None] == negatives[None, None, :]).float())  # (B, N)
-        neg = neg.masked_fill(negatives[None, :] == target[:, None], float("-inf"))  # (B, N)
-        logits = torch.cat([pos[:, None], neg], dim=1)  # (B, 1 + N)
-        return F.cross_entropy(logits, torch.zeros_like(target))
+        neg = (h @ self.weights(negatives).t()).float() + (self.bias[negatives] - log_correction[negatives])  # (B, M)
+        # copy scores: column of each input step's city among the negatives, or the spare column M
+        col = torch.searchsorted(negatives, cities).clamp_(max=M - 1)  # (B, L)
+        col = torch.where(negatives[col] == cities, col, M)  # (B, L)
+        neg = neg + copy.new_zeros(B, M + 1).scatter_add_(1, col, copy)[:, :M]  # (B, M)
+        # accidental hits: the target's own column
+        tcol = torch.searchsorted(negatives, target).clamp_(max=M - 1)  # (B,)
+        tcol = torch.where(negatives[tcol] == target, tcol, M)  # (B,)
+        hit = torch.zeros(B, M + 1, dtype=torch.bool, device=h.device).scatter_(1, tcol[:, None], True)[:, :M]  # (B, M)
+        neg = neg.masked_fill(hit, float("-inf"))  # (B, M)
+        return (torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos).mean()  # log(e^pos + sum e^neg) - pos
