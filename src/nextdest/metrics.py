@@ -30,7 +30,8 @@ def topk_metrics(topk: pl.DataFrame, truth: pl.DataFrame, ks: tuple[int, ...] = 
     hit = topk.select("utrip_id", "city_id", "rank").join(
         truth.select("utrip_id", "city_id"), on=["utrip_id", "city_id"], how="inner"
     )
-    best = hit.group_by("utrip_id").agg(pl.col("rank").min())
+    # Sorted, so the float sum below adds in one order (group_by's output order varies between runs).
+    best = hit.group_by("utrip_id").agg(pl.col("rank").min()).sort("utrip_id")
     ranks = best["rank"]
     out = {f"acc{k}": float((ranks <= k).sum()) / n for k in ks}
     out["mrr10"] = float((1.0 / ranks.filter(ranks <= 10).cast(pl.Float64)).sum()) / n
