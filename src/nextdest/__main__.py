@@ -65,6 +65,8 @@ def _calibrate(args) -> int:
 
 
 def _recommend(args) -> int:
+    if args.k < 1:
+        raise ValueError(f"--k {args.k}: the number of cities to list must be at least 1")
     from .recommend import recommend
 
     for rank, (city, score) in enumerate(recommend(Path(args.model), Path(args.trip), k=args.k), 1):
