@@ -91,6 +91,13 @@ else
 fi
 
 setup
+# One run per experiment: check the whole config and take artifacts/<experiment>/.lock for this
+# shell before any stage starts (a second run of the experiment is refused, naming this one); the
+# stage processes find the lock held by their run (NEXTDEST_LOCK_HOLDER). Released on exit; if this
+# shell is killed, the next run takes the stale lock over.
+export NEXTDEST_LOCK_HOLDER=$$
+"$PY" -m nextdest lock --config "$CONFIG" "${OVERRIDES[@]}"
+trap '"$PY" -m nextdest unlock --config "$CONFIG"' EXIT
 START=$SECONDS
 for s in "${SELECTED[@]}"; do
   "$PY" "$(script_for "$s")" --config "$CONFIG" "${FORCE[@]}" "${OVERRIDES[@]}"

@@ -75,3 +75,45 @@ def test_experiment_configs_load():
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.experiment == path.stem
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=-1", r"command line: key 'train.epochs' = -1: must be an integer >= 1"),
+    ("train.batch_size=0", r"key 'train.batch_size' = 0: must be an integer >= 1"),
+    ("train.lr=0", r"key 'train.lr' = 0.0: must be a number > 0"),
+    ("train.seeds=[]", r"key 'train.seeds' = \[\]: must be a non-empty list"),
+    ("models.gru.dropout=1.0", r"key 'models.gru.dropout' = 1.0: must be a fraction in \[0, 1\)"),
+    ("rankers.xgb.subsample=1.5", r"key 'rankers.xgb.subsample' = 1.5: must be a fraction in \(0, 1\]"),
+    ("rankers.lgb.colsample_bytree=0", r"key 'rankers.lgb.colsample_bytree' = 0.0: must be a fraction in \(0, 1\]"),
+    ("rankers.n_folds=1", r"key 'rankers.n_folds' = 1: must be an integer >= 2"),
+    ("models.transformer.n_heads=5", r"key 'models.transformer.n_heads' = 5: must be a divisor of models.transformer.emb_dim \(64\)"),
+    ("report.submit_model=xgb", r"key 'report.submit_model' = 'xgb': must be 'auto' or an enabled model: popular, prev_city, gru, "
+                                r"transformer, mlp, xgb_ranker, lgb_ranker, blend"),
+])
+def test_ranges_and_names_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_submit_model_must_be_enabled_and_errors_name_the_file(tmp_path):
+    exp = tmp_path / "noxgb.yaml"
+    exp.write_text("rankers:\n  xgb:\n    enabled: false\nreport:\n  submit_model: xgb_ranker\n")
+    with pytest.raises(ConfigError, match=r"noxgb.yaml: key 'report.submit_model' = 'xgb_ranker': .*lgb_ranker, blend$"):
+        load_config(exp)
+    assert load_config(exp, ["report.submit_model=lgb_ranker"]).report.submit_model == "lgb_ranker"
+
+
+def test_run_sh_config_error_is_one_line_before_any_stage(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from nextdest.config import ROOT
+
+    env = {**os.environ, "PYTHON": sys.executable, "NEXTDEST_ARTIFACTS": str(tmp_path)}
+    for bad in ("report.submit_model=gruu", "train.epochs=-1", "train.batch_size=0"):
+        res = subprocess.run([str(ROOT / "run.sh"), bad], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.startswith("error: command line: key") and res.stderr.count("\n") == 1, res.stderr
+        assert "[data]" not in res.stdout
+    assert not list(tmp_path.iterdir())  # nothing was created

@@ -1,19 +1,36 @@
-"""A tiny end-to-end run of every stage (CPU), as ./run.sh does it."""
+"""A tiny end-to-end run of every stage (CPU), as ./run.sh does it; then the cache: a forced
+rebuild with identical output reruns nothing after it, and a full forced rebuild is byte-identical."""
 
 import json
+import os
 
 import polars as pl
+import pytest
 
 from nextdest.testing import tiny_config
-from nextdest.stages import STAGE_LIST, experiment_dir, run_pipeline
+from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest, run_pipeline
 
 
-def test_end_to_end_tiny(artifacts, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Every stage run once on the tiny preset, in a private artifacts root (module scope)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    saved = {k: os.environ.get(k) for k in ("NEXTDEST_ARTIFACTS", "NEXTDEST_SUBMISSIONS")}
+    os.environ["NEXTDEST_ARTIFACTS"] = str(root / "artifacts")
+    os.environ["NEXTDEST_SUBMISSIONS"] = str(root / "submissions")
+    try:
+        cfg = tiny_config()
+        yield cfg, run_pipeline(cfg), root
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_end_to_end_tiny(tiny_run, capsys):
     from nextdest.report import print_summary
     from nextdest.submission import validate_submission
 
-    cfg = tiny_config()
-    paths = run_pipeline(cfg)
+    cfg, paths, root = tiny_run
     assert set(paths) == {s.name for s in STAGE_LIST}
     exp = experiment_dir(cfg)
     print_summary(cfg, paths["report"])
@@ -28,7 +45,7 @@ def test_end_to_end_tiny(artifacts, tmp_path, capsys):
     # the popular baseline is far below the transition baseline even on tiny data
     assert summary["models"]["popular"]["test_acc4"] < summary["models"]["prev_city"]["test_acc4"]
 
-    sub_path = tmp_path / "submissions" / "base.csv"
+    sub_path = root / "submissions" / "base.csv"
     test = pl.read_parquet(exp / "data" / "test.parquet")
     sub = validate_submission(sub_path, test)
     assert sub.height == test["utrip_id"].n_unique()
@@ -38,3 +55,30 @@ def test_end_to_end_tiny(artifacts, tmp_path, capsys):
     run_pipeline(cfg)
     out = capsys.readouterr().out
     assert "running" not in out and out.count("up to date") == len(STAGE_LIST)
+
+
+def test_forced_rebuild_with_identical_output_reruns_nothing_after_it(tiny_run, capsys):
+    """`./run.sh --force --only features`, then `./run.sh`: the feature table is the same, its
+    report's timings are not content, so no later stage reruns."""
+    cfg, _paths, _root = tiny_run
+    exp = experiment_dir(cfg)
+    before = json.loads((exp / "features" / "features_report.json").read_text())
+    run_pipeline(cfg, ["features"], force=True)
+    assert "[features] running" in capsys.readouterr().out
+    after = json.loads((exp / "features" / "features_report.json").read_text())
+    assert before["rows_out"] == after["rows_out"]
+    run_pipeline(cfg)
+    out = capsys.readouterr().out
+    assert "running" not in out and out.count("up to date") == len(STAGE_LIST)
+
+
+def test_full_forced_rebuild_is_byte_identical(tiny_run, capsys):
+    """Same config, seed and thread counts: the same content in every stage and the same submission bytes."""
+    cfg, _paths, _root = tiny_run
+    exp = experiment_dir(cfg)
+    digests = {s.name: read_manifest(exp / s.name)["outputs_digest"] for s in STAGE_LIST}
+    submission = (exp / "report" / "submission.csv").read_bytes()
+    run_pipeline(cfg, force=True)
+    assert capsys.readouterr().out.count("running") == len(STAGE_LIST)
+    assert {s.name: read_manifest(exp / s.name)["outputs_digest"] for s in STAGE_LIST} == digests
+    assert (exp / "report" / "submission.csv").read_bytes() == submission

@@ -86,7 +86,7 @@ def test_manifest_records_config_inputs_code_and_resolved_config(artifacts):
     cfg = tiny_config()
     run_pipeline(cfg, ["data", "folds"])
     man = read_manifest(experiment_dir(cfg) / "folds")
-    assert set(man["key_parts"]) == {"stage", "config", "inputs", "external", "code"}
+    assert set(man["key_parts"]) == {"stage", "config", "inputs", "external", "code"}  # no runtime part: folds do not depend on threads
     assert man["key_parts"]["config"] == {"seed": 42, "cv.n_folds": 5}
     assert "data" in man["key_parts"]["inputs"]
     assert (experiment_dir(cfg) / "folds" / "config.yaml").read_text().startswith("seed: 42")
@@ -107,6 +107,7 @@ def test_run_sh_only_and_rerun_skip(artifacts):
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "[data] running" in first.stdout and "[folds] running" in first.stdout
+    assert not (artifacts / "base" / ".lock").exists()  # the run held the experiment's lock and released it
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert "[data] up to date" in second.stdout and "[folds] up to date" in second.stdout
     bad = subprocess.run([str(ROOT / "run.sh"), "--only", "nosuch"], env=env, capture_output=True, text=True)
@@ -114,3 +115,85 @@ def test_run_sh_only_and_rerun_skip(artifacts):
     bad = subprocess.run([str(ROOT / "run.sh"), "--only", "data", "train.nokey=1"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown key 'train.nokey'" in bad.stderr
     json.loads((artifacts / "base" / "data" / "manifest.json").read_text())
+
+
+def flip_byte(path, at: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[min(at, len(data) - 1)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_same_size_damage_rebuilds_with_a_message(artifacts, capsys):
+    cfg = tiny_config()
+    run_pipeline(cfg, ["data", "folds"])
+    capsys.readouterr()
+    path = experiment_dir(cfg) / "folds" / "folds.parquet"
+    good = path.read_bytes()
+    flip_byte(path)
+    run_pipeline(cfg, ["data", "folds"])
+    out = capsys.readouterr().out
+    assert "[data] up to date" in out
+    assert "[folds] rebuilding: folds.parquet does not hash to its manifest entry" in out and "[folds] running" in out
+    assert path.read_bytes() == good  # rebuilt identical
+
+
+def test_damaged_upstream_is_an_error_naming_the_file(artifacts, capsys):
+    from nextdest.stages import StageError, stage_function
+
+    cfg = tiny_config()
+    run_pipeline(cfg, ["data", "folds"])
+    flip_byte(experiment_dir(cfg) / "data" / "train.parquet")
+    with pytest.raises(StageError, match=r"reads stage 'data', whose artifact is damaged: .*train.parquet does not hash.*--from data"):
+        run_stage("folds", cfg, stage_function("folds"), force=True)
+
+
+def test_rebuild_says_what_changed(artifacts, capsys):
+    run_pipeline(tiny_config(), ["data", "folds"])
+    capsys.readouterr()
+    run_pipeline(tiny_config("cv.n_folds=4"), ["data", "folds"])
+    assert "[folds] rebuilding: config cv.n_folds changed" in capsys.readouterr().out
+
+
+def test_volatile_fields_and_views_stay_out_of_the_digest(tmp_path):
+    from nextdest.stages import output_entry, outputs_digest, strip_volatile
+
+    assert strip_volatile({"acc": 0.5, "seconds": 3.2, "history": [{"train_seconds": 1, "loss": 2}],
+                           "timing": {"created": "x", "hostname": "h"}}) == {"acc": 0.5, "history": [{"loss": 2}], "timing": {}}
+
+    def digest(seconds: float, figure: bytes, summary: str) -> str:
+        (tmp_path / "metrics.json").write_text(json.dumps({"acc4": 0.25, "seconds": seconds, "group_seconds": [seconds]}))
+        (tmp_path / "plot.png").write_bytes(figure)
+        (tmp_path / "summary.md").write_text(summary)
+        (tmp_path / "config.yaml").write_text(summary)
+        return outputs_digest({p.name: output_entry(p) for p in tmp_path.iterdir()})
+
+    first = digest(1.0, b"a", "took 1.0 s")
+    assert digest(2.5, b"b", "took 2.5 s") == first
+    (tmp_path / "metrics.json").write_text(json.dumps({"acc4": 0.5, "seconds": 1.0, "group_seconds": [1.0]}))
+    assert outputs_digest({p.name: output_entry(p) for p in tmp_path.iterdir()}) != first
+
+
+def test_thread_counts_that_change_results_are_in_the_key(tiny_upstream):
+    from nextdest.stages import STAGES, stage_key
+
+    cfg, exp = tiny_upstream
+    spec = STAGES["gru"]
+    assert stage_key(spec, cfg)[1]["runtime"] == {"torch_threads": 1}
+    assert stage_key(spec, tiny_config("train.num_threads=2"))[0] != stage_key(spec, cfg)[0]
+    assert stage_key(spec, tiny_config("rankers.n_threads=2"))[0] == stage_key(spec, cfg)[0]
+    assert "runtime" not in stage_key(STAGES["features"], cfg)[1]
+
+
+def test_dead_runs_temp_folders_are_removed(artifacts, capsys):
+    cfg = tiny_config()
+    run_pipeline(cfg, ["data"])
+    exp = experiment_dir(cfg)
+    for name in (".folds.tmp-999999", ".folds.old-999998", ".data.tmp-999997"):
+        (exp / name).mkdir()
+        (exp / name / "half.parquet").write_bytes(b"x")
+    capsys.readouterr()
+    run_pipeline(cfg, ["data", "folds"])
+    out = capsys.readouterr().out
+    assert "[folds] removed .folds.tmp-999999, left by a run that did not finish" in out
+    assert not (exp / ".folds.tmp-999999").exists() and not (exp / ".folds.old-999998").exists()
+    assert "[data] removed .data.tmp-999997" in out and "[data] up to date" in out  # also when skipped

@@ -59,3 +59,21 @@ def test_validate_cli(tmp_path, capsys):
     assert main(["validate-submission", str(write(tmp_path, ["a,1,2,3,4", "b,4,3,2,1", "c,9,8,7,6"])), "--test", str(test_csv)]) == 0
     assert main(["validate-submission", str(write(tmp_path, ["a,1,2,3,4"])), "--test", str(test_csv)]) == 2
     assert "2 test trips have no row" in capsys.readouterr().err
+
+
+def test_byte_order_mark_is_accepted_as_the_data_reader_does(tmp_path):
+    p = tmp_path / "sub.csv"
+    p.write_text("\ufeff" + "\n".join([HEADER, "a,1,2,3,4", "b,4,3,2,1", "c,9,8,7,6"]) + "\n", encoding="utf-8")
+    assert validate_submission(p, TEST).height == 3
+
+
+def test_unparsable_submission_names_the_line(tmp_path):
+    with pytest.raises(SubmissionError, match=r"^sub.csv: line 3: 6 fields, but the header has 5"):
+        validate_submission(write(tmp_path, ["a,1,2,3,4", "b,4,3,2,1,7", "c,9,8,7,6"]), TEST)
+    p = tmp_path / "sub.csv"
+    p.write_bytes((HEADER + "\na,1,2,3,4\nb\xff,4,3,2,1\n").encode("latin-1"))
+    with pytest.raises(SubmissionError, match=r"^sub.csv: line 3, column 'utrip_id': invalid UTF-8"):
+        validate_submission(p, TEST)
+    p.write_text("")
+    with pytest.raises(SubmissionError, match="file is empty"):
+        validate_submission(p, TEST)

@@ -6,6 +6,8 @@
   calibrate            --data DIR [--scale S]            calibration table (synthetic or real files)
   recommend            --model M --trip FILE.csv [--k 4] top cities for a partial trip
   stages                                                 the pipeline's stages, in order
+  lock                 [--config C] [key=value ...]      check the config, take the experiment's lock (run.sh)
+  unlock               [--config C]                      release it (run.sh, on exit)
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def _calibrate(args) -> int:
 
 
 def _recommend(args) -> int:
+    if args.k < 1:
+        raise ValueError(f"--k {args.k}: the number of cities to list must be at least 1")
     from .recommend import recommend
 
     for rank, (city, score) in enumerate(recommend(Path(args.model), Path(args.trip), k=args.k), 1):
@@ -75,6 +79,28 @@ def _stages(args) -> int:
 
     for s in STAGE_LIST:
         print(f"{s.name:12s} {s.script:32s} after: {', '.join(s.deps) or '-'}")
+    return 0
+
+
+def _lock(args) -> int:
+    """Check the whole config (one-line error, exit 2) and take the experiment's lock for the
+    holder process (run.sh: its own shell, $NEXTDEST_LOCK_HOLDER), so a second run of the same
+    experiment is refused before any stage starts."""
+    from .config import load_config
+    from .lock import acquire
+    from .stages import experiment_dir
+
+    cfg = load_config(args.config, args.overrides)
+    acquire(experiment_dir(cfg))
+    return 0
+
+
+def _unlock(args) -> int:
+    from .config import BASE_CONFIG
+    from .lock import release
+    from .stages import artifacts_root
+
+    release(artifacts_root() / Path(args.config or BASE_CONFIG).stem)
     return 0
 
 
@@ -106,13 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=_recommend)
     s = sub.add_parser("stages", help="list the pipeline stages")
     s.set_defaults(fn=_stages)
+    lk = sub.add_parser("lock", help="check the config and take the experiment's lock (run.sh does this)")
+    lk.add_argument("--config", default=None)
+    lk.add_argument("overrides", nargs="*")
+    lk.set_defaults(fn=_lock)
+    ul = sub.add_parser("unlock", help="release the experiment's lock (run.sh does this on exit)")
+    ul.add_argument("--config", default=None)
+    ul.set_defaults(fn=_unlock)
     args = p.parse_args(argv)
     from .data.official import DataError
+    from .lock import LockError
     from .submission import SubmissionError
 
     try:
         return args.fn(args)
-    except (DataError, SubmissionError, FileNotFoundError, ValueError) as exc:
+    except (DataError, SubmissionError, LockError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -345,6 +345,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = _build(Config, merged, origin)
     cfg = dataclasses.replace(cfg, experiment=path.stem)
     _check(cfg)
+    validate(cfg, origin)
     return cfg
 
 
@@ -357,6 +358,86 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"key 'cv.train_folds' = {list(cfg.cv.train_folds)}: each must be in 0..{cfg.cv.n_folds - 1}, at least one")
     if len(set(cfg.cv.train_folds)) != len(cfg.cv.train_folds):
         raise ConfigError(f"key 'cv.train_folds' = {list(cfg.cv.train_folds)}: repeated fold")
+
+
+# --------------------------------------------------------------------------- ranges and names
+def _at_least(n):
+    return (lambda v: v >= n), f"an integer >= {n}"
+
+
+_POSITIVE = (lambda v: v > 0), "a number > 0"
+_NON_NEGATIVE = (lambda v: v >= 0), "a number >= 0"
+_FRACTION = (lambda v: 0.0 < v <= 1.0), "a fraction in (0, 1]"
+_DROPOUT = (lambda v: 0.0 <= v < 1.0), "a fraction in [0, 1)"
+_SEEDS = (lambda v: len(v) > 0 and all(x >= 0 for x in v)), "a non-empty list of integers >= 0"
+
+# key -> (check, what it must be). Keys under models.* and rankers.{xgb,lgb} are listed per model.
+RANGES: dict[str, tuple] = {
+    "seed": _at_least(0),
+    "features.n_lags": _at_least(1),
+    "features.rare_city_min_count": _at_least(1),
+    "features.rare_affiliate_min_count": _at_least(1),
+    "baselines.top_k": _at_least(1),
+    "train.epochs": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.lr": _POSITIVE,
+    "train.weight_decay": _NON_NEGATIVE,
+    "train.seeds": _SEEDS,
+    "train.top_k": _at_least(1),
+    "train.patience": _at_least(0),
+    "train.num_threads": _at_least(0),
+    "train.max_train_rows": _at_least(0),
+    "train.sampled_softmax": _at_least(0),
+    **{f"models.{m}.{k}": _at_least(1) for m in ("gru", "transformer", "mlp") for k in ("emb_dim", "ctx_dim")},
+    **{f"models.{m}.dropout": _DROPOUT for m in ("gru", "transformer", "mlp")},
+    **{f"models.{m}.epochs": _at_least(0) for m in ("gru", "transformer", "mlp")},
+    "models.gru.hidden": _at_least(1),
+    "models.mlp.hidden": _at_least(1),
+    "models.transformer.n_layers": _at_least(1),
+    "models.transformer.n_heads": _at_least(1),
+    "candidates.per_model_k": _at_least(1),
+    "candidates.transition_k": _at_least(0),
+    "candidates.country_k": _at_least(0),
+    "rankers.n_folds": _at_least(2),
+    "rankers.max_candidates": _at_least(1),
+    "rankers.n_threads": _at_least(0),
+    **{f"rankers.{r}.{k}": rule for r in ("xgb", "lgb") for k, rule in (
+        ("n_estimators", _at_least(1)), ("learning_rate", _POSITIVE), ("max_bin", _at_least(2)),
+        ("subsample", _FRACTION), ("colsample_bytree", _FRACTION), ("early_stopping_rounds", _at_least(1)))},
+    "rankers.xgb.max_depth": _at_least(1),
+    "rankers.lgb.num_leaves": _at_least(2),
+    "rankers.lgb.min_child_samples": _at_least(0),
+    "blend.top_k": _at_least(1),
+    "blend.n_rounds": _at_least(1),
+}
+
+
+def model_names(cfg: Config) -> list[str]:
+    """The models a run of ``cfg`` produces (the names report.submit_model may take)."""
+    names = ["popular", "prev_city"]
+    names += [m for m in ("gru", "transformer", "mlp") if getattr(cfg.models, m).enabled]
+    names += [f"{r}_ranker" for r in ("xgb", "lgb") if getattr(cfg.rankers, r).enabled]
+    return names + ["blend"]
+
+
+def validate(cfg: Config, origin: dict | None = None) -> None:
+    """Ranges and names, checked at load so a bad value stops before any stage runs. The error
+    names the key, its value and the file (or ``command line``) that set it."""
+    origin = origin or {}
+
+    def fail(key: str, value, must: str) -> None:
+        raise ConfigError(f"{origin.get(key, 'configs/base.yaml')}: key '{key}' = {value!r}: must be {must}")
+
+    for key, (ok, must) in RANGES.items():
+        value = cfg.section(key)
+        if not ok(value):
+            fail(key, list(value) if isinstance(value, tuple) else value, must)
+    t = cfg.models.transformer
+    if t.emb_dim % t.n_heads:
+        fail("models.transformer.n_heads", t.n_heads, f"a divisor of models.transformer.emb_dim ({t.emb_dim})")
+    names = model_names(cfg)
+    if cfg.report.submit_model != "auto" and cfg.report.submit_model not in names:
+        fail("report.submit_model", cfg.report.submit_model, f"'auto' or an enabled model: {', '.join(names)}")
 
 
 def _display(path: Path) -> str:

@@ -8,6 +8,8 @@ accuracy@10 and MRR@10 are computed on top-k tables (rank 1 = best).
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from .schema import SUBMISSION_COLUMNS
@@ -33,6 +35,7 @@ def topk_metrics(topk: pl.DataFrame, truth: pl.DataFrame, ks: tuple[int, ...] = 
     best = hit.group_by("utrip_id").agg(pl.col("rank").min())
     ranks = best["rank"]
     out = {f"acc{k}": float((ranks <= k).sum()) / n for k in ks}
-    out["mrr10"] = float((1.0 / ranks.filter(ranks <= 10).cast(pl.Float64)).sum()) / n
+    # math.fsum: exactly rounded, so independent of row order and chunking (a polars float sum is not).
+    out["mrr10"] = math.fsum(1.0 / r for r in ranks.filter(ranks <= 10).to_list()) / n
     out["n"] = n
     return out

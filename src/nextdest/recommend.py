@@ -12,6 +12,9 @@ models).
   averaged) or one ``model.pt``. Model files carry the vocabulary they were trained with, so no
   other artifact is needed.
 * A known row whose city the models never saw raises a ValueError naming the city and the line.
+* Every input problem (an empty or header-only file, rows of several trips, a file that is not a
+  model, ``k`` < 1) is a DataError / ValueError with a one-line message; ``python -m nextdest
+  recommend`` prints it and exits 2.
 """
 
 from __future__ import annotations
@@ -62,12 +65,19 @@ def _with_next_stay(raw: pl.DataFrame) -> pl.DataFrame:
 
 def read_trip(trip_csv: Path) -> pl.DataFrame:
     """Read and validate one partial trip (RESERVATIONS schema, ending with the row to predict)."""
-    from .data.official import read_reservations
+    from .data.official import CHALLENGE_TEST_COLUMNS, DataError, check_header, read_csv_text, read_reservations
 
     trip_csv = Path(trip_csv)
-    raw = pl.read_csv(trip_csv, infer_schema=False)
-    if "city_id" not in raw.columns:
-        return read_reservations(trip_csv, "test")  # reports the header problem
+    fname = trip_csv.name
+    raw = read_csv_text(trip_csv)
+    check_header(list(raw.columns), OFFICIAL_COLUMNS, fname, CHALLENGE_TEST_COLUMNS)
+    if raw.height == 0:
+        raise DataError(f"{fname}: the file has a header but no rows: give the reservations of one trip, one per line")
+    ids = raw["utrip_id"].str.strip_chars().unique(maintain_order=True).to_list()
+    if len(ids) > 1:
+        shown = ", ".join(repr(t) for t in ids[:3]) + (", ..." if len(ids) > 3 else "")
+        raise DataError(f"{fname}: column 'utrip_id': the file holds the rows of {len(ids)} trips ({shown}); "
+                        f"recommend takes exactly one trip per file")
     concealed = raw["city_id"].str.strip_chars().str.replace(r"\.0+$", "") == "0"
     if concealed.any():
         trip = read_reservations(trip_csv, "test")
@@ -137,9 +147,23 @@ def trip_features(trip: pl.DataFrame, vocab: dict, n_lags: int) -> pl.DataFrame:
     )
 
 
+def load_models(files: list[Path]) -> list[tuple[torch.nn.Module, dict]]:
+    """Load model files; a file that is not a nextdest model is a one-line ValueError naming it."""
+    loaded = []
+    for f in files:
+        try:
+            loaded.append(load_model_file(f))
+        except Exception as exc:  # torch: UnpicklingError, RuntimeError (not a zip), EOFError...
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(msg if msg.startswith(str(f)) else f"{f}: not a nextdest model file ({msg[:160]})") from None
+    return loaded
+
+
 def recommend(model_path: Path, trip_csv: Path, k: int = 4) -> list[tuple[int, float]]:
     """The ``k`` most likely next cities of the trip in ``trip_csv``: [(city_id, probability)], best first."""
-    loaded = [load_model_file(f) for f in model_files(Path(model_path))]
+    if k < 1:
+        raise ValueError(f"k = {k}: the number of cities to list must be at least 1")
+    loaded = load_models(model_files(Path(model_path)))
     models = [m for m, _ in loaded]
     meta = loaded[0][1]
     vocab = meta["vocab"]

@@ -1,18 +1,31 @@
 """Stage runner: the pipeline's DAG, cached artifacts, manifests and atomic writes.
 
 Every stage writes into ``artifacts/<experiment>/<stage>/`` a set of files plus ``config.yaml`` (the
-whole resolved config) and ``manifest.json``. The manifest's ``key`` hashes
+whole resolved config) and ``manifest.json``, which records every output's size and SHA-256. The
+manifest's ``key`` hashes
 
 * the config sections the stage reads (``StageSpec.sections``),
-* the *outputs* of the stages it depends on (their manifests' ``outputs_digest``),
+* the *content* of the stages it depends on (their manifests' ``outputs_digest``),
 * its code (the stage script, the package modules it names, and ``schema.py``),
-* external files it reads (the official CSVs).
+* external files it reads (the official CSVs),
+* runtime settings that change its results (``StageSpec.runtime``: the resolved thread counts of
+  torch and XGBoost).
 
-A stage is skipped only when the stored key equals the freshly computed one and every listed output
-exists with its recorded size; ``--force`` reruns it. The stage writes into a temporary sibling
-folder that is renamed into place only after ``manifest.json`` is written, so a killed stage never
-leaves a half artifact that looks valid. Long stages that want to resume after a kill keep their
-checkpoints in ``ctx.work`` (``artifacts/<experiment>/_work/<stage>/<key>/``), keyed the same way.
+``outputs_digest`` is content-addressed and ignores what varies between identical builds: JSON
+outputs are hashed with their volatile fields (timings, hostnames, dates: :data:`VOLATILE_KEY`)
+removed, and views (figures, markdown summaries: :data:`VIEW_SUFFIXES`) are left out. A forced
+rebuild with identical outputs therefore reruns nothing after it.
+
+A stage is skipped only when the stored key equals the freshly computed one *and* every recorded
+output still hashes to its manifest entry; otherwise it reruns and says why (which config section,
+upstream stage, code or file changed; which output is missing or damaged). ``--force`` reruns it.
+Before a stage runs, its upstream artifacts are checked the same way, so a damaged input is an error
+naming the file, not a crash further on. The stage writes into a temporary sibling folder that is
+renamed into place only after ``manifest.json`` is written, so a killed stage never leaves a half
+artifact that looks valid; temporary folders of runs that died are removed at the next run of that
+stage. Long stages that want to resume after a kill keep their checkpoints in ``ctx.work``
+(``artifacts/<experiment>/_work/<stage>/<key>/``), keyed the same way. Every run holds the
+experiment's lock (:mod:`nextdest.lock`): one run per experiment at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -34,6 +48,7 @@ from typing import Callable
 import numpy as np
 
 from .config import ROOT, Config, ConfigError, dump_yaml, load_config, to_dict
+from .lock import LockError, experiment_lock
 
 PKG = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "artifacts"
@@ -58,6 +73,22 @@ class StageSpec:
     enabled: Callable[[Config], bool] = field(default=lambda cfg: True)
     # Models this stage writes (top-k tables + metrics), for the report.
     models: Callable[[Config], tuple[str, ...]] = field(default=lambda cfg: ())
+    # Settings resolved at run time that change the stage's results (part of the key when not empty).
+    runtime: Callable[[Config], dict] = field(default=lambda cfg: {})
+
+
+def _torch_threads(cfg: Config) -> dict:
+    """CPU results of the neural stages depend on torch's thread count (train.num_threads, 0 = every
+    core, resolved as nextdest.train does)."""
+    return {"torch_threads": cfg.train.num_threads or os.cpu_count() or 1}
+
+
+def _xgb_threads(cfg: Config) -> dict:
+    """XGBoost's hist trees are deterministic for a given thread count only. (LightGBM runs with
+    ``deterministic=True``: its results do not depend on the thread count.)"""
+    from .rankers.base import resolve_threads
+
+    return {"xgb_threads": resolve_threads(cfg.rankers.n_threads)}
 
 
 NN_CODE = ("models", "train.py", "nn_data.py", "metrics.py", "topk.py", "folds.py", "device.py")
@@ -76,7 +107,7 @@ STAGE_LIST: tuple[StageSpec, ...] = (
         StageSpec(
             name, script, ("data", "features"),
             ("seed", "device", "train", f"models.{name}", "cv.train_folds"), NN_CODE, "nextdest.train:run_model_stage",
-            enabled=_nn_enabled(name), models=(lambda n: lambda cfg: (n,))(name),
+            enabled=_nn_enabled(name), models=(lambda n: lambda cfg: (n,))(name), runtime=_torch_threads,
         )
         for name, script in (
             ("gru", "pipelines/05_gru.py"),
@@ -93,7 +124,7 @@ STAGE_LIST: tuple[StageSpec, ...] = (
         "xgb_ranker", "pipelines/09_xgb_ranker.py", ("data", "features", "candidates"),
         ("seed", "device", "rankers.n_folds", "rankers.max_candidates", "rankers.xgb"), RANKER_CODE,
         "nextdest.rankers:run_ranker_stage",
-        enabled=_ranker_enabled("xgb"), models=lambda cfg: ("xgb_ranker",),
+        enabled=_ranker_enabled("xgb"), models=lambda cfg: ("xgb_ranker",), runtime=_xgb_threads,
     ),
     StageSpec(
         "lgb_ranker", "pipelines/10_lgb_ranker.py", ("data", "features", "candidates"),
@@ -122,6 +153,14 @@ class StageError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- hashing
+# JSON keys whose values change between two builds of identical content (timings, provenance).
+VOLATILE_KEY = re.compile(r"(^|_)(seconds|created|started|finished|timestamp|hostname|host|elapsed)$")
+# Human-facing views of the other outputs: recorded and checked, but not part of outputs_digest.
+VIEW_SUFFIXES = (".png", ".md")
+# Written by the runner itself, not by the stage: not part of outputs_digest.
+RUNNER_FILES = ("config.yaml", "manifest.json")
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -132,6 +171,36 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def strip_volatile(obj):
+    """``obj`` (parsed JSON) without the keys that :data:`VOLATILE_KEY` matches, at any depth."""
+    if isinstance(obj, dict):
+        return {k: strip_volatile(v) for k, v in obj.items() if not VOLATILE_KEY.search(str(k))}
+    if isinstance(obj, list):
+        return [strip_volatile(v) for v in obj]
+    return obj
+
+
+def output_entry(path: Path) -> dict:
+    """The manifest entry of one output file: bytes and SHA-256 of the file (integrity), plus for a
+    JSON file ``content``, the hash of its non-volatile fields (what downstream keys see)."""
+    entry = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    if path.suffix == ".json":
+        try:
+            entry["content"] = sha256_json(strip_volatile(json.loads(path.read_text())))
+        except (ValueError, UnicodeDecodeError):
+            pass  # not JSON after all: its bytes are its content
+    return entry
+
+
+def outputs_digest(outputs: dict[str, dict]) -> str:
+    """The content digest of a stage's outputs (see the module docstring)."""
+    return sha256_json({
+        name: meta.get("content", meta["sha256"])
+        for name, meta in outputs.items()
+        if name not in RUNNER_FILES and not name.endswith(VIEW_SUFFIXES)
+    })
 
 
 def code_digest(spec: StageSpec) -> str:
@@ -162,9 +231,10 @@ def active_deps(spec: StageSpec, cfg: Config) -> list[str]:
 
 def read_manifest(stage_dir: Path) -> dict | None:
     try:
-        return json.loads((stage_dir / "manifest.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        man = json.loads((stage_dir / "manifest.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError, UnicodeDecodeError):
         return None
+    return man if isinstance(man, dict) and isinstance(man.get("outputs"), dict) else None
 
 
 def external_inputs(spec: StageSpec, cfg: Config) -> list[Path]:
@@ -195,17 +265,83 @@ def stage_key(spec: StageSpec, cfg: Config) -> tuple[str, dict]:
         "external": external,
         "code": code_digest(spec),
     }
+    runtime = spec.runtime(cfg)
+    if runtime:
+        parts["runtime"] = runtime
     return sha256_json(parts), parts
 
 
-def is_fresh(stage_dir: Path, key: str) -> bool:
+def damaged_outputs(stage_dir: Path, man: dict) -> list[str]:
+    """Each output the manifest lists that is missing or no longer hashes to its entry."""
+    problems = []
+    for name, meta in man["outputs"].items():
+        path = stage_dir / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != meta.get("bytes"):
+            problems.append(f"{name} has {path.stat().st_size:,} bytes, its manifest says {meta.get('bytes'):,}")
+        elif sha256_file(path) != meta.get("sha256"):
+            problems.append(f"{name} does not hash to its manifest entry (changed or damaged since it was written)")
+    return problems
+
+
+def key_changes(old: dict, new: dict) -> str:
+    """What differs between two manifests' ``key_parts``, in words."""
+    if not old:
+        return "the cache key changed"
+    said = []
+    cfg_old, cfg_new = old.get("config", {}), new.get("config", {})
+    if sections := [s for s in sorted(set(cfg_old) | set(cfg_new)) if cfg_old.get(s) != cfg_new.get(s)]:
+        said.append(f"config {', '.join(sections)} changed")
+    in_old, in_new = old.get("inputs", {}), new.get("inputs", {})
+    if deps := [d for d in sorted(set(in_old) | set(in_new)) if in_old.get(d) != in_new.get(d)]:
+        said.append(f"the content of upstream stage {', '.join(deps)} changed")
+    if old.get("code") != new.get("code"):
+        said.append("its code changed")
+    if old.get("external") != new.get("external"):
+        said.append("its input files changed")
+    rt_old, rt_new = old.get("runtime", {}), new.get("runtime", {})
+    if rt_old != rt_new:
+        said.append("runtime " + ", ".join(f"{k} {rt_old.get(k)} -> {rt_new.get(k)}"
+                                           for k in sorted(set(rt_old) | set(rt_new)) if rt_old.get(k) != rt_new.get(k)))
+    return "; ".join(said) or "the cache key changed"
+
+
+def why_stale(stage_dir: Path, key: str, parts: dict) -> str | None:
+    """None when the artifact in ``stage_dir`` is fresh for ``key``, else why it must be rebuilt."""
     man = read_manifest(stage_dir)
-    if man is None or man.get("key") != key:
-        return False
-    return all(
-        (stage_dir / name).exists() and (stage_dir / name).stat().st_size == meta["bytes"]
-        for name, meta in man["outputs"].items()
-    )
+    if man is None:
+        return "no finished artifact" if not (stage_dir / "manifest.json").exists() else "its manifest is unreadable"
+    if man.get("key") != key:
+        return key_changes(man.get("key_parts", {}), parts)
+    problems = damaged_outputs(stage_dir, man)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return problems[0] + more
+    return None
+
+
+def check_inputs(spec: StageSpec, cfg: Config) -> None:
+    """Raise a StageError when an upstream artifact this stage reads is damaged."""
+    exp = experiment_dir(cfg)
+    for dep in active_deps(spec, cfg):
+        man = read_manifest(exp / dep)
+        problems = damaged_outputs(exp / dep, man) if man is not None else []
+        if problems:
+            raise StageError(
+                f"stage '{spec.name}' reads stage '{dep}', whose artifact is damaged: {exp / dep / problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                + f"; rebuild it with `./run.sh --from {dep}`"
+            )
+
+
+def remove_dead_temps(exp: Path, name: str, log) -> None:
+    """Remove the temporary folders of ``name`` left by runs that died (under the experiment's
+    lock, every such folder not this process's is one)."""
+    for path in sorted([*exp.glob(f".{name}.tmp-*"), *exp.glob(f".{name}.old-*")]):
+        if path.name.rsplit("-", 1)[-1] != str(os.getpid()):
+            shutil.rmtree(path, ignore_errors=True)
+            log(f"removed {path.name}, left by a run that did not finish")
 
 
 # --------------------------------------------------------------------------- running
@@ -244,15 +380,27 @@ def seed_everything(seed: int) -> None:
 
 
 def run_stage(name: str, cfg: Config, fn: Callable[[StageContext], None], force: bool = False) -> Path:
-    """Run stage ``name`` (or skip it when its artifact is fresh). Returns the artifact folder."""
+    """Run stage ``name`` (or skip it when its artifact is fresh). Returns the artifact folder.
+    Holds the experiment's lock (re-entrant: a caller that holds it already keeps it)."""
+    exp = experiment_dir(cfg)
+    with experiment_lock(exp):
+        return _run_stage_locked(name, cfg, fn, force)
+
+
+def _run_stage_locked(name: str, cfg: Config, fn: Callable[[StageContext], None], force: bool) -> Path:
     spec = STAGES[name]
     exp = experiment_dir(cfg)
     final = exp / name
+    log = lambda msg: print(f"[{name}] {msg}", flush=True)  # noqa: E731
+    remove_dead_temps(exp, name, log)
     key, parts = stage_key(spec, cfg)
-    if not force and is_fresh(final, key):
-        print(f"[{name}] up to date (key {key[:12]}), skipped", flush=True)
+    why = "forced (--force)" if force else why_stale(final, key, parts)
+    if why is None:
+        log(f"up to date (key {key[:12]}), skipped")
         return final
-    exp.mkdir(parents=True, exist_ok=True)
+    check_inputs(spec, cfg)
+    if final.exists():
+        log(f"rebuilding: {why}")
     tmp = exp / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -269,17 +417,14 @@ def run_stage(name: str, cfg: Config, fn: Callable[[StageContext], None], force:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
-    outputs = {}
-    for f in sorted(tmp.rglob("*")):
-        if f.is_file():
-            outputs[str(f.relative_to(tmp))] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+    outputs = {str(f.relative_to(tmp)): output_entry(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
     manifest = {
         "stage": name,
         "experiment": cfg.experiment,
         "key": key,
         "key_parts": parts,
         "outputs": outputs,
-        "outputs_digest": sha256_json({k: v["sha256"] for k, v in outputs.items() if k != "config.yaml"}),
+        "outputs_digest": outputs_digest(outputs),
         "seconds": round(seconds, 3),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -311,13 +456,15 @@ def stage_function(name: str) -> Callable[[StageContext], None]:
 
 
 def run_pipeline(cfg: Config, names: list[str] | None = None, force: bool = False) -> dict[str, Path]:
-    """Run stages in order, in this process (tests, notebooks). Disabled stages are passed over."""
+    """Run stages in order, in this process (tests, notebooks), holding the experiment's lock
+    throughout. Disabled stages are passed over."""
     out = {}
-    for spec in STAGE_LIST:
-        if names is not None and spec.name not in names:
-            continue
-        if spec.enabled(cfg):
-            out[spec.name] = run_stage(spec.name, cfg, stage_function(spec.name), force=force)
+    with experiment_lock(experiment_dir(cfg)):
+        for spec in STAGE_LIST:
+            if names is not None and spec.name not in names:
+                continue
+            if spec.enabled(cfg):
+                out[spec.name] = run_stage(spec.name, cfg, stage_function(spec.name), force=force)
     return out
 
 
@@ -339,7 +486,7 @@ def stage_main(
         if after is not None:
             after(cfg, path)
         return 0
-    except (ConfigError, StageError) as exc:
+    except (ConfigError, StageError, LockError) as exc:
         print(f"[{name}] error: {exc}", file=sys.stderr, flush=True)
         return 2
     except Exception as exc:

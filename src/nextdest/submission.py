@@ -34,8 +34,13 @@ def test_trip_ids(test: Path | str | pl.DataFrame) -> pl.Series:
     path = Path(test)
     if not path.exists():
         raise SubmissionError(f"{path}: test file not found")
-    df = pl.read_parquet(path, columns=["utrip_id"]) if path.suffix == ".parquet" else pl.read_csv(
-        path, columns=["utrip_id"], infer_schema=False)
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path, columns=["utrip_id"])["utrip_id"].unique().sort()
+    from .data.official import read_csv_text
+
+    df = read_csv_text(path, SubmissionError)
+    if "utrip_id" not in df.columns:
+        raise SubmissionError(f"{path.name}: line 1 (header): no column 'utrip_id'")
     return df["utrip_id"].unique().sort()
 
 
@@ -47,10 +52,13 @@ def validate_submission(path: Path | str, test: Path | str | pl.DataFrame) -> pl
         raise SubmissionError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise SubmissionError(f"{name}: file is empty")
-    header = path.open().readline().strip().replace('"', "")
-    if header.split(",") != SUBMISSION_COLUMNS:
+    from .data.official import read_csv_text
+
+    raw = read_csv_text(path, SubmissionError)  # a byte-order mark is accepted, as the data reader does
+    if raw.columns != SUBMISSION_COLUMNS:
+        header = ",".join(raw.columns)
         raise SubmissionError(f"{name}: line 1 (header) is {header!r}; it must be exactly {','.join(SUBMISSION_COLUMNS)}")
-    raw = pl.read_csv(path, infer_schema=False).with_row_index("_line", offset=2)
+    raw = raw.with_row_index("_line", offset=2)
     problems = []
     cities = SUBMISSION_COLUMNS[1:]
     typed = raw.with_columns(

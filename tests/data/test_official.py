@@ -192,3 +192,101 @@ def test_official_source_reads_users_files(tmp_path, artifacts):
     d = experiment_dir(cfg) / "data"
     assert pl.read_parquet(d / "truth.parquet").height == 1
     assert pl.read_parquet(d / "train.parquet").height == 5
+
+
+def test_invalid_utf8_names_line_and_column(tmp_path):
+    p = tmp_path / "train_set.csv"
+    rows = TRAIN.copy()
+    p.write_bytes(("\n".join([HEADER] + rows) + "\n").replace("Elbonia", "Elb\xf6nia").encode("latin-1"))
+    with pytest.raises(DataError, match=r"^train_set.csv: line 5, column 'booker_country': invalid UTF-8 \(byte 0xf6"):
+        read_reservations(p, "train")
+
+
+def test_row_with_extra_field_names_the_line(tmp_path):
+    rows = TRAIN.copy()
+    rows[3] = rows[3] + ",surplus"
+    with pytest.raises(DataError, match=r"^train_set.csv: line 5: 10 fields, but the header has 9 \(first extra value 'surplus' after column 'utrip_id'\)$"):
+        read_reservations(write(tmp_path, "train_set.csv", rows), "train")
+
+
+def test_unterminated_quote_names_the_line(tmp_path):
+    rows = TRAIN.copy()
+    rows[2] = rows[2].replace(",desktop,", ',"desktop,')
+    with pytest.raises(DataError, match=r"^train_set.csv: line 4: "):
+        read_reservations(write(tmp_path, "train_set.csv", rows), "train")
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    p = tmp_path / "train_set.csv"
+    p.write_text("\ufeff" + "\n".join([HEADER] + TRAIN) + "\n", encoding="utf-8")
+    assert read_reservations(p, "train").height == 5
+
+
+# The challenge-era test_set.csv: two more columns, in the original download's order.
+CHALLENGE_HEADER = "user_id,checkin,checkout,device_class,affiliate_id,booker_country,utrip_id,row_num,total_rows,city_id,hotel_country"
+
+
+def challenge_rows(rows, numbers=None, totals=None):
+    out = []
+    for i, r in enumerate(rows):
+        u, ci, co, city, dev, aff, bk, hc, trip = r.split(",")
+        n = numbers[i] if numbers else i + 1
+        t = totals[i] if totals else len(rows)
+        out.append(",".join([u, ci, co, dev, aff, bk, trip, str(n), str(t), city, hc]))
+    return out
+
+
+def test_challenge_era_test_file_is_checked_and_its_extra_columns_dropped(tmp_path):
+    from nextdest.data.official import LoadReport
+
+    report = LoadReport()
+    p = write(tmp_path, "test_set.csv", challenge_rows(TEST), header=CHALLENGE_HEADER)
+    df = read_reservations(p, "test", report=report)
+    plain = read_reservations(write(tmp_path / "", "plain_test.csv", TEST), "test")
+    assert df.equals(plain)  # same table as the current format gives
+    assert any("row_num and total_rows were checked" in n and "dropped" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("numbers,totals,match", [
+    ([1, 2, 3], [3, 4, 3], r"column 'total_rows': not the number of rows of its trip: line 3 \(total_rows='4'\)"),
+    ([1, 1, 3], None, r"column 'row_num': repeated within its trip: line 2 \(row_num='1'\), line 3"),
+    ([1, 3, 2], None, r"column 'row_num': the concealed row .* numbered last .*: line 4 \(row_num='2'\)"),
+    ([1, "x", 3], None, r"column 'row_num': not an integer: line 3 \(row_num='x'\)"),
+    ([0, 2, 3], None, r"column 'row_num': must be >= 1: line 2"),
+])
+def test_inconsistent_challenge_columns_name_line_and_column(tmp_path, numbers, totals, match):
+    p = write(tmp_path, "test_set.csv", challenge_rows(TEST, numbers, totals), header=CHALLENGE_HEADER)
+    with pytest.raises(DataError, match=r"^test_set.csv: " + match):
+        read_reservations(p, "test")
+
+
+def test_one_challenge_column_alone_is_an_error(tmp_path):
+    header = CHALLENGE_HEADER.replace(",total_rows", "")
+    rows = [",".join(r.split(",")[:8] + r.split(",")[9:]) for r in challenge_rows(TEST)]
+    with pytest.raises(DataError, match=r"line 1 \(header\): column 'row_num' without 'total_rows'"):
+        read_reservations(write(tmp_path, "test_set.csv", rows, header=header), "test")
+    with pytest.raises(DataError, match=r"unexpected columns \['row_num', 'total_rows'\]"):  # train files never had them
+        read_reservations(write(tmp_path, "train_set.csv", challenge_rows(TRAIN[:2]), header=CHALLENGE_HEADER), "train")
+
+
+def test_data_report_says_when_files_match_the_public_release(tmp_path, artifacts, monkeypatch):
+    import json
+
+    from nextdest.config import load_config
+    from nextdest.data import official
+    from nextdest.stages import experiment_dir, run_pipeline
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    train, test, _truth = files(raw)
+    test.write_text("\n".join([CHALLENGE_HEADER] + challenge_rows(TEST)) + "\n")
+    monkeypatch.setitem(official.PUBLIC_MD5, "train_set.csv", official.md5_file(train))
+    monkeypatch.setitem(official.PUBLIC_MD5, "test_set.csv", official.md5_file(test))
+    cfg = load_config(None, ["data.source=official", f"data.official_dir={raw}"])
+    run_pipeline(cfg, ["data"])
+    report = json.loads((experiment_dir(cfg) / "data" / "data_report.json").read_text())
+    notes = " | ".join(report["notes"])
+    assert "train_set.csv: MD5" in notes and "matches the public release" in notes
+    assert "row_num and total_rows were checked" in notes
+    assert report["checksums"]["test_set.csv"]["public_release"] is True
+    assert report["checksums"]["ground_truth.csv"]["public_release"] is False and "differs from the public release" in notes

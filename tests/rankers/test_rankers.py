@@ -76,3 +76,19 @@ def test_ranker_stage_outputs(ranker_exp, stage):
     assert m["cv_acc4"] is not None and len(m["best_iterations"]) == cfg.rankers.n_folds
     test = read_topk(out / "test_topk.parquet")
     assert test["utrip_id"].n_unique() == pl.read_parquet(exp / "candidates" / "test_candidates.parquet")["utrip_id"].n_unique()
+
+
+def test_lightgbm_results_do_not_depend_on_the_thread_count(ranker_exp):
+    """LightGBM runs with deterministic=True (so rankers.n_threads is not in its cache key);
+    XGBoost's thread count is in its key instead."""
+    from nextdest.testing import tiny_config
+
+    cfg, exp = ranker_exp
+    oof, test = load_candidates(exp / "candidates", cfg.rankers.max_candidates)
+    feats = feature_columns(oof)
+    scores = []
+    for threads in (1, 2):
+        c = tiny_config(f"rankers.n_threads={threads}")
+        res = cross_fit(lambda: make_ranker("lgb_ranker", c, "cpu"), oof, test, feats, 3, c.seed, log=lambda m: None)
+        scores.append((res.oof["score"].to_list(), res.test["score"].to_list()))
+    assert scores[0] == scores[1]

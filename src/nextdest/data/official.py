@@ -3,8 +3,15 @@
 
 Every problem is a :class:`DataError` naming the file, the line (1-based, header = line 1) and the
 column, with the offending value; when many rows share a problem the first few are listed and the
-rest counted. Nothing is dropped silently: the only row-removing policy (``data.duplicates: drop``)
-counts what it removes and reports it in ``data_report.json``.
+rest counted. A file the fast CSV reader cannot parse (bad UTF-8, a row with more fields than the
+header, an unterminated quote) is scanned line by line to name the offending line. Nothing is
+dropped silently: the only row-removing policy (``data.duplicates: drop``) counts what it removes
+and reports it in ``data_report.json``.
+
+The challenge-era ``test_set.csv`` (the original WSDM WebTour 2021 download) carries two more
+columns, ``row_num`` and ``total_rows``: they are accepted, checked for consistency (each trip
+numbered 1..total_rows, total_rows its row count, the concealed row numbered last) and dropped, with
+a note in the report. :data:`PUBLIC_MD5` holds the published checksums of the public release.
 """
 
 from __future__ import annotations
@@ -20,6 +27,18 @@ MAX_LISTED = 5
 INT_COLUMNS = ("user_id", "city_id", "affiliate_id")
 DATE_COLUMNS = ("checkin", "checkout")
 TEXT_COLUMNS = ("device_class", "booker_country", "utrip_id")
+
+
+# The challenge-era test_set.csv's two more columns (user_id, checkin, checkout, device_class,
+# affiliate_id, booker_country, utrip_id, row_num, total_rows, city_id, hotel_country).
+CHALLENGE_TEST_COLUMNS = ("row_num", "total_rows")
+# MD5 of the files of the public release (bookingcom/ml-dataset-mdt). Train and test as published;
+# ground truth computed from the copy in ../shared/booking-mdt (taken from that repository).
+PUBLIC_MD5 = {
+    "train_set.csv": "4f343b12d76b28ec0f1899e4083a72a8",
+    "test_set.csv": "2d068bea795cc4b798422ad1d80bd0c4",
+    "ground_truth.csv": "0a57159879573b4c7c4f2cbec24b6691",
+}
 
 
 class DataError(ValueError):
@@ -64,25 +83,67 @@ def _lines(df: pl.DataFrame, mask: pl.Expr, column: str, what: str, fname: str) 
     raise DataError(f"{fname}: column '{column}': {what}: {shown}{more}")
 
 
-def _read_raw(path: Path, expected: list[str], report: LoadReport) -> pl.DataFrame:
-    """Read a CSV as strings, with header checks and a ``_line`` column (file line numbers)."""
-    fname = path.name
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{fname}: file is empty (expected header {','.join(expected)})")
+def locate_csv_problem(path: Path) -> str | None:
+    """Scan ``path`` line by line (streaming) for the first thing a CSV reader cannot take: bytes
+    that are not UTF-8, a record with more fields than the header, an unterminated quote. Returns
+    "line N[, column 'c']: what" or None when every line is readable."""
+    import csv
+
+    header: list[str] = []
+
+    def lines():
+        with open(path, "rb") as fh:
+            for no, raw in enumerate(fh, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    field = raw[: exc.start].count(b",")
+                    col = f", column '{header[field]}'" if field < len(header) else ""
+                    raise _Located(f"line {no}{col}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at position "
+                                   f"{exc.start + 1} of the line); save the file as UTF-8") from None
+                yield text.removeprefix("\ufeff") if no == 1 else text
+
+    reader = csv.reader(lines(), strict=True)
     try:
-        df = pl.read_csv(path, infer_schema=False)
+        start = 1
+        for record in reader:
+            if not header:
+                header = record
+            elif len(record) > len(header):
+                return (f"line {start}: {len(record)} fields, but the header has {len(header)} (first extra value "
+                        f"{record[len(header)]!r} after column '{header[-1]}')")
+            start = reader.line_num + 1
+    except _Located as exc:
+        return str(exc)
+    except csv.Error as exc:
+        return f"line {start}: {exc} (a quote opened here is not closed)"
+    return None
+
+
+class _Located(Exception):
+    pass
+
+
+def read_csv_text(path: Path, error: type[Exception] = DataError) -> pl.DataFrame:
+    """Read a CSV with every column as text (a byte-order mark is accepted). Any failure is an
+    ``error`` naming the file and, when the file cannot be parsed, the line (and column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        return pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.NoDataError:
+        raise error(f"{path.name}: file is empty") from None
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{fname}: cannot be parsed as CSV: {exc}") from None
-    cols = list(df.columns)
-    # A pandas-written copy carries an unnamed index column first; it is not data.
-    if cols and cols[0] in ("", "Unnamed: 0") and cols[1:] == expected:
-        df = df.drop(cols[0])
-        report.notes.append(f"{fname}: ignored the unnamed leading index column")
-        cols = cols[1:]
+        where = locate_csv_problem(path)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"{path.name}: {where}" if where else f"{path.name}: cannot be parsed as CSV: {first}") from None
+
+
+def check_header(cols: list[str], expected: list[str], fname: str, optional: tuple[str, ...] = ()) -> None:
+    """The header must hold every ``expected`` column (any order), nothing else but ``optional``."""
     missing = [c for c in expected if c not in cols]
-    extra = [c for c in cols if c not in expected]
+    extra = [c for c in cols if c not in expected and c not in optional]
     if missing or extra:
         parts = []
         if missing:
@@ -90,10 +151,29 @@ def _read_raw(path: Path, expected: list[str], report: LoadReport) -> pl.DataFra
         if extra:
             parts.append(f"unexpected columns {extra}")
         raise DataError(f"{fname}: line 1 (header): {'; '.join(parts)}; expected {','.join(expected)}")
+
+
+def _read_raw(path: Path, expected: list[str], report: LoadReport, optional: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Read a CSV as strings, with header checks and a ``_line`` column (file line numbers). Columns
+    in ``optional`` are kept when present."""
+    fname = path.name
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{fname}: file is empty (expected header {','.join(expected)})")
+    df = read_csv_text(path)
+    cols = list(df.columns)
+    # A pandas-written copy carries an unnamed index column first; it is not data.
+    if cols and cols[0] in ("", "Unnamed: 0") and all(c in cols[1:] for c in expected):
+        df = df.drop(cols[0])
+        report.notes.append(f"{fname}: ignored the unnamed leading index column")
+        cols = cols[1:]
+    check_header(cols, expected, fname, optional)
     if df.height == 0:
         raise DataError(f"{fname}: file has a header but no data rows")
     report.rows_read[fname] = df.height
-    return df.select(expected).with_row_index("_line", offset=2).with_columns(pl.col("_line").cast(pl.Int64))
+    keep = expected + [c for c in optional if c in cols]
+    return df.select(keep).with_row_index("_line", offset=2).with_columns(pl.col("_line").cast(pl.Int64))
 
 
 def _typed_reservations(df: pl.DataFrame, fname: str, concealed_ok: bool) -> pl.DataFrame:
@@ -137,6 +217,39 @@ def _typed_reservations(df: pl.DataFrame, fname: str, concealed_ok: bool) -> pl.
     return out
 
 
+def _challenge_columns(raw: pl.DataFrame, typed: pl.DataFrame, fname: str, report: LoadReport) -> None:
+    """Check the challenge-era ``row_num`` / ``total_rows`` of a test file against its trips (each
+    trip numbered 1..total_rows, total_rows = its row count, the concealed row numbered last); the
+    caller drops them. Raises a DataError naming line and column; notes what it did."""
+    have = [c for c in CHALLENGE_TEST_COLUMNS if c in raw.columns]
+    if len(have) != len(CHALLENGE_TEST_COLUMNS):
+        lacks = [c for c in CHALLENGE_TEST_COLUMNS if c not in have]
+        raise DataError(f"{fname}: line 1 (header): column {have[0]!r} without {lacks[0]!r}; the challenge-era "
+                        f"test_set.csv has both (or leave both out)")
+    df = raw.select("_line", *CHALLENGE_TEST_COLUMNS)
+    for c in CHALLENGE_TEST_COLUMNS:
+        df = df.with_columns(pl.col(c).str.strip_chars().cast(pl.Int64, strict=False).alias(f"_{c}"))
+        _lines(df, pl.col(f"_{c}").is_null(), c, "not an integer", fname)
+        _lines(df, pl.col(f"_{c}") < 1, c, "must be >= 1", fname)
+    d = typed.select("utrip_id", "city_id", "checkin", pl.col("row").alias("_line")).join(
+        df.select("_line", "row_num", "total_rows", "_row_num", "_total_rows"), on="_line").sort("_line")
+    d = d.with_columns(pl.len().over("utrip_id").alias("_n"))
+    _lines(d, pl.col("_total_rows") != pl.col("_n"), "total_rows", "not the number of rows of its trip", fname)
+    _lines(d, pl.col("_row_num") > pl.col("_total_rows"), "row_num", "larger than total_rows", fname)
+    _lines(d, pl.col("_row_num").is_duplicated().over("utrip_id"), "row_num", "repeated within its trip", fname)
+    _lines(d, (pl.col("city_id") == 0) & (pl.col("_row_num") != pl.col("_total_rows")), "row_num",
+           "the concealed row (city_id 0) must be numbered last (row_num = total_rows)", fname)
+    # The pipeline orders stays by checkin; say so where row_num orders a trip differently.
+    by_num = d.sort("utrip_id", "_row_num").with_columns(
+        (pl.col("checkin") < pl.col("checkin").shift(1).over("utrip_id")).fill_null(False).alias("_back"))
+    n_back = by_num.filter(pl.col("_back"))["utrip_id"].n_unique()
+    report.notes.append(
+        f"{fname}: the challenge-era columns row_num and total_rows were checked (each trip numbered "
+        f"1..total_rows, the concealed row last) and dropped"
+        + (f"; in {n_back} trips row_num orders the stays differently from checkin (checkin is used)" if n_back else "")
+    )
+
+
 def _duplicates(df: pl.DataFrame, fname: str, policy: str, report: LoadReport) -> pl.DataFrame:
     keys = [c for c in df.columns if c != "row"]
     dup = df.filter(pl.struct(keys).is_duplicated())
@@ -166,8 +279,10 @@ def read_reservations(path: Path | str, kind: str, duplicates: str = "error", re
     path = Path(path)
     report = report if report is not None else LoadReport()
     fname = path.name
-    raw = _read_raw(path, OFFICIAL_COLUMNS, report)
+    raw = _read_raw(path, OFFICIAL_COLUMNS, report, CHALLENGE_TEST_COLUMNS if kind == "test" else ())
     df = _typed_reservations(raw, fname, concealed_ok=(kind == "test"))
+    if any(c in raw.columns for c in CHALLENGE_TEST_COLUMNS):
+        _challenge_columns(raw, df, fname, report)
     df = _duplicates(df, fname, duplicates, report)
     df = df.sort(["utrip_id", "checkin", "row"])
     if kind == "train":
@@ -258,6 +373,31 @@ def check_consistency(train: pl.DataFrame, test: pl.DataFrame, truth: pl.DataFra
             f"{names[2]}: column 'utrip_id': test trip {missing['utrip_id'][0]!r} has no ground-truth row "
             f"({missing.height} test trips missing)"
         )
+
+
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def public_release_check(paths: list[Path], report: LoadReport) -> dict[str, dict]:
+    """MD5 of each file against :data:`PUBLIC_MD5`; a note for every file the release has."""
+    out = {}
+    for path in paths:
+        md5 = md5_file(path)
+        known = PUBLIC_MD5.get(path.name)
+        out[path.name] = {"md5": md5, "public_release": md5 == known if known else None}
+        if known and md5 == known:
+            report.notes.append(f"{path.name}: MD5 {md5} matches the public release (bookingcom/ml-dataset-mdt)")
+        elif known:
+            report.notes.append(f"{path.name}: MD5 {md5} differs from the public release's ({known}): a modified "
+                                f"or another copy")
+    return out
 
 
 def load_official(train_path: Path, test_path: Path, truth_path: Path | None, duplicates: str = "error"):

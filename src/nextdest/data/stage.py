@@ -8,7 +8,7 @@ import shutil
 
 import polars as pl
 
-from .official import DataError, load_official, official_paths
+from .official import DataError, load_official, official_paths, public_release_check
 
 
 def run_data_stage(ctx) -> None:
@@ -40,6 +40,9 @@ def run_data_stage(ctx) -> None:
     train, test, truth, report = load_official(
         paths["train"], paths["test"], paths["truth"] if paths["truth"].exists() else None, cfg.data.duplicates
     )
+    checksums = None
+    if cfg.data.source == "official":  # the user's copies: are they the public release's files?
+        checksums = public_release_check([p for p in paths.values() if p.exists()], report)
     train.write_parquet(ctx.out / "train.parquet")
     test.write_parquet(ctx.out / "test.parquet")
     if truth is not None:
@@ -52,6 +55,7 @@ def run_data_stage(ctx) -> None:
         "test_rows": test.height,
         "test_trips": test["utrip_id"].n_unique(),
         "truth_rows": None if truth is None else truth.height,
+        "checksums": checksums,
         **report.as_dict(),
     }
     (ctx.out / "data_report.json").write_text(json.dumps(summary, indent=2))

@@ -39,7 +39,8 @@ def run_features_stage(ctx) -> None:
     feats, cities, vocab, report = build_features_report(train, test, folds, fcfg, run)
     for note in run.fallbacks:
         ctx.log(f"GPU engine fell back to CPU: {note}")
-    vocab["engine"] = run.as_dict()
+    # vocab.json travels into every model file: it keeps what ran, not how long it took.
+    vocab["engine"] = {k: v for k, v in run.as_dict().items() if k != "query_seconds"}
 
     t1 = time.perf_counter()
     feats.write_parquet(ctx.out / "features.parquet")
