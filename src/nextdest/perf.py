@@ -37,3 +37,28 @@ def tune_allocator() -> str:
         return "default (mallopt refused)"
     _STATE["tuned"] = True
     return "tuned (mmap threshold 32 MiB, no trim)"
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size (Linux: ``/proc/self/clear_refs``), so that
+    :func:`peak_rss_mib` measures from here on; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (since the last :func:`reset_peak_rss`)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB

@@ -49,6 +49,7 @@ import numpy as np
 
 from .config import ROOT, Config, ConfigError, dump_yaml, load_config, to_dict
 from .lock import LockError, experiment_lock
+from .perf import peak_rss_mib, reset_peak_rss
 
 PKG = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "artifacts"
@@ -410,13 +411,14 @@ def _run_stage_locked(name: str, cfg: Config, fn: Callable[[StageContext], None]
     ctx = StageContext(cfg=cfg, spec=spec, key=key, exp_dir=exp, out=tmp, work=work)
     seed_everything(cfg.seed)
     print(f"[{name}] running (key {key[:12]}) -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}", flush=True)
-    t0 = time.perf_counter()
+    reset_peak_rss()
+    t0, cpu0 = time.perf_counter(), os.times()
     try:
         fn(ctx)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    seconds = time.perf_counter() - t0
+    seconds, cpu1 = time.perf_counter() - t0, os.times()
     outputs = {str(f.relative_to(tmp)): output_entry(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
     manifest = {
         "stage": name,
@@ -426,6 +428,8 @@ def _run_stage_locked(name: str, cfg: Config, fn: Callable[[StageContext], None]
         "outputs": outputs,
         "outputs_digest": outputs_digest(outputs),
         "seconds": round(seconds, 3),
+        "cpu_seconds": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 3),
+        "peak_rss_mib": peak_rss_mib(),  # this process's peak while the stage ran
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -435,7 +439,7 @@ def _run_stage_locked(name: str, cfg: Config, fn: Callable[[StageContext], None]
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(exp / "_work" / name, ignore_errors=True)  # finished: checkpoints no longer needed
-    print(f"[{name}] done in {seconds:.1f}s", flush=True)
+    print(f"[{name}] done in {seconds:.1f}s (peak RSS {manifest['peak_rss_mib']:,.0f} MiB)", flush=True)
     return final
 
 

@@ -136,3 +136,23 @@ def test_sampled_softmax_by_hand():
     logits = torch.stack([pos, logit(3), logit(5), logit(11)])
     want = torch.logsumexp(logits, 0) - pos
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_transformer_last_block_computes_only_the_last_token_exactly():
+    """The final block's last-token shortcut gives the same trip vector as running every token."""
+    torch.manual_seed(0)
+    for causal in (False, True):
+        model = make("transformer", n_layers=2, causal=causal).eval()
+        cities, countries, ctx, _ = batch(16)
+        with torch.no_grad():
+            fast = model.encode(cities, countries, ctx)
+            steps = model.steps(cities, countries)
+            x = torch.cat([model.context(ctx)[:, None, :], steps], dim=1)
+            keep = torch.cat([torch.ones_like(cities[:, :1], dtype=torch.bool), cities > 0], dim=1)
+            mask = keep[:, None, None, :]
+            if causal:
+                mask = mask & model.causal_mask
+            for block in model.blocks:
+                x = block(x, mask)
+            slow = model.out(model.ln_f(x[:, -1]))
+        assert torch.allclose(fast, slow, atol=1e-5), causal

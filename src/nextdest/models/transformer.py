@@ -42,12 +42,17 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T, d) -> (B, T, d); with ``last_only`` only the last token queries: (B, 1, d)."""
         B, T, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B, T, d)
-        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d/H)
+        if last_only:
+            q, attn_mask = q[:, -1:], attn_mask[..., -1:, :]  # (B, 1, d), (B, 1, 1|1, T)
+        Tq = q.shape[1]
+        q = q.reshape(B, Tq, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, Tq, d/H)
+        k, v = (t.reshape(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (k, v))  # (B, H, T, d/H)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
+        y = y.transpose(1, 2).reshape(B, Tq, d)  # (B, Tq, d)
         return self.resid_drop(self.proj(y))
 
 
@@ -61,9 +66,12 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask)  # (B, T, d)
-        return x + self.mlp(self.ln2(x))  # (B, T, d)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: compute only the last token's output (keys and values still come from every
+        token), which is all the final block needs: (B, 1, d)."""
+        res = x[:, -1:] if last_only else x
+        x = res + self.attn(self.ln1(x), attn_mask, last_only)  # (B, T|1, d)
+        return x + self.mlp(self.ln2(x))  # (B, T|1, d)
 
 
 class TransformerNet(nn.Module):
@@ -90,8 +98,8 @@ class TransformerNet(nn.Module):
         mask = keep[:, None, None, :]  # (B, 1, 1, T): attend to real tokens only
         if self.config.causal:
             mask = mask & self.causal_mask  # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)  # (B, T, d)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=i == len(self.blocks) - 1)  # (B, T, d); the last block (B, 1, d)
         return self.out(self.ln_f(x[:, -1]))  # (B, d)
 
     def forward(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
