@@ -38,7 +38,7 @@ BASELINE = ["train.sampled_softmax=0", "train.optimizer=adamw", "train.allocator
 MODELS = ("gru", "transformer", "mlp")
 
 
-def worker(name: str, overrides: list[str], steps: int, threads: int, profile: bool) -> dict:
+def worker(name: str, overrides: list[str], steps: int, threads: int, profile: bool, sync: str | None = None) -> dict:
     """Time ``train_step`` of model ``name`` under the config with ``overrides``; runs in a child."""
     from nextdest.config import load_config
 
@@ -82,6 +82,10 @@ def worker(name: str, overrides: list[str], steps: int, threads: int, profile: b
 
     for _ in range(3):
         step()
+    if sync:  # concurrent workers: say ready, then start timing together
+        Path(sync, f"ready-{os.getpid()}").touch()
+        while not Path(sync, "go").exists():
+            time.sleep(0.01)
     best, cpu = 0.0, None
     for _ in range(3):
         t0, c0 = time.perf_counter(), os.times()
@@ -104,14 +108,35 @@ def worker(name: str, overrides: list[str], steps: int, threads: int, profile: b
     return out
 
 
-def run_child(name: str, overrides: list[str], args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--threads", str(args.threads)]
+def run_children(name: str, overrides: list[str], args, n: int, threads: int) -> dict:
+    """``n`` concurrent worker processes of ``threads`` threads each, timed over the same windows
+    (as the training stage runs its (fold, seed) jobs); returns the summed rate and the first
+    worker's details."""
+    import tempfile
+
+    sync = tempfile.mkdtemp(prefix="train-speed-")
+    cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--threads", str(threads)]
     cmd += ["--profile"] if args.profile else []
+    cmd += ["--sync", sync] if n > 1 else []
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    res = subprocess.run([*cmd, *overrides], capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        sys.exit(f"worker {name} {overrides} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    procs = [subprocess.Popen([*cmd, *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(n)]
+    if n > 1:
+        while len(list(Path(sync).glob("ready-*"))) < n:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.05)
+        Path(sync, "go").touch()
+    outs = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"worker {name} {overrides} failed:\n{err[-3000:]}")
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    r = dict(outs[0])
+    r["per_process"] = [o["samples_per_s"] for o in outs]
+    r["samples_per_s"] = sum(r["per_process"])
+    r["processes"] = n
+    return r
 
 
 def main(argv=None) -> int:
@@ -122,20 +147,31 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops for each run")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--sync", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.overrides, args.steps, args.threads, args.profile)))
+        print(json.dumps(worker(args.worker, args.overrides, args.steps, args.threads, args.profile, args.sync)))
         return 0
 
     load0 = os.getloadavg()
     models = [m for m in args.models.split(",") if m]
     results: dict[tuple[str, str], dict] = {}
+    from nextdest.config import load_config
+    from nextdest.perf import resolve_parallelism
+
+    cores = os.cpu_count() or 1
     for name in models:  # baseline and default of one model back to back: the same machine state
         for mode, over in (("baseline", BASELINE), ("default", [])):
-            r = run_child(name, [*over, *args.overrides], args)
+            tcfg = load_config(None, [*over, *args.overrides]).train
+            if mode == "baseline":  # as the stage ran before: one process, every core
+                n, threads = 1, args.threads or tcfg.num_threads or cores
+            else:  # as the stage runs now: its (fold, seed) jobs in concurrent workers (5 folds)
+                n, threads = resolve_parallelism(tcfg.workers, args.threads or tcfg.num_threads, "cpu", 5)
+            r = run_children(name, [*over, *args.overrides], args, n, threads)
             results[(name, mode)] = r
-            print(f"{name:12s} {mode:8s} {r['samples_per_s']:>8,} samples/s  ({r['softmax']}, {r['optimizer']}, "
+            print(f"{name:12s} {mode:8s} {r['samples_per_s']:>8,} samples/s  ({n} process(es) x {r['threads']} thread(s)"
+                  f"{' ' + str(r['per_process']) if n > 1 else ''}; {r['softmax']}, {r['optimizer']}, "
                   f"allocator {r['allocator']}; user {r['user_s']} s, sys {r['sys_s']} s, wall {r['wall_s']} s for "
                   f"{args.steps} steps; loss {r['loss']})", flush=True)
     load1 = os.getloadavg()
@@ -144,19 +180,24 @@ def main(argv=None) -> int:
         "### Training step at full-scale shapes (`python benchmarks/train_speed.py"
         + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`)",
         "",
-        f"40,000 cities, batch {results[(models[0], 'default')]['batch']}, base model sizes, "
-        f"{results[(models[0], 'default')]['threads']} torch threads; best of 3 windows of {args.steps} steps after 3 warm-up "
-        f"steps, each (model, mode) in its own process. Baseline = the step before this change: "
-        f"`{' '.join(BASELINE)}`. Load average before / after: {load0[0]:.2f} / {load1[0]:.2f}.",
+        f"40,000 cities, batch {results[(models[0], 'default')]['batch']}, base model sizes; best of 3 windows of "
+        f"{args.steps} steps after 3 warm-up steps. Baseline = the step before this change, as the stage ran it (one "
+        f"process, every core): `{' '.join(BASELINE)}`. Default = the stage's new defaults, as the stage runs them: its "
+        f"(fold, seed) jobs in concurrent single-thread workers, timed over the same windows; samples/s is the "
+        f"machine's total (per-process rates in brackets), and the epoch column is the machine's time per full-scale "
+        f"epoch of training (each of the two concurrent folds takes twice that). {cores} cores. "
+        f"Load average before / after: {load0[0]:.2f} / {load1[0]:.2f}.",
         "",
-        "| model | mode | softmax | optimizer | allocator | samples/s | full-scale epoch (1.7 M rows) | user s | sys s | speedup |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | mode | processes x threads | softmax | optimizer | allocator | samples/s | full-scale epoch (1.7 M rows) | user s | sys s | speedup |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for name in models:
         base = results[(name, "baseline")]["samples_per_s"]
         for mode in ("baseline", "default"):
             r = results[(name, mode)]
-            lines.append(f"| {name} | {mode} | {r['softmax']} | {r['optimizer']} | {r['allocator']} | {r['samples_per_s']:,} | "
+            per = f" {r['per_process']}" if r["processes"] > 1 else ""
+            lines.append(f"| {name} | {mode} | {r['processes']} x {r['threads']} | {r['softmax']} | {r['optimizer']} | "
+                         f"{r['allocator']} | {r['samples_per_s']:,}{per} | "
                          f"{FULL_EPOCH_ROWS / r['samples_per_s']:,.0f} s | {r['user_s']} | {r['sys_s']} | "
                          f"{r['samples_per_s'] / base:.1f}x |")
     if args.profile:

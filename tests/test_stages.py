@@ -178,7 +178,7 @@ def test_thread_counts_that_change_results_are_in_the_key(tiny_upstream):
 
     cfg, exp = tiny_upstream
     spec = STAGES["gru"]
-    assert stage_key(spec, cfg)[1]["runtime"] == {"torch_threads": 1}
+    assert stage_key(spec, cfg)[1]["runtime"] == {"torch_threads": 1, "predict_threads": os.cpu_count() or 1}
     assert stage_key(spec, tiny_config("train.num_threads=2"))[0] != stage_key(spec, cfg)[0]
     assert stage_key(spec, tiny_config("rankers.n_threads=2"))[0] == stage_key(spec, cfg)[0]
     assert "runtime" not in stage_key(STAGES["features"], cfg)[1]

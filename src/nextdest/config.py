@@ -74,7 +74,8 @@ class TrainConfig:
     seeds: tuple[int, ...] = (0,)  # several seeds per model: predictions are averaged
     top_k: int = 50
     patience: int = 2  # early stopping on validation accuracy@4; 0 = never stop early
-    num_threads: int = 0  # torch CPU threads; 0 = all cores
+    workers: int = 0  # CPU: (fold, seed) trainings run in this many processes at once; 0 = one per core (CUDA: 1)
+    num_threads: int = 0  # torch CPU threads per training process; 0 = cores / workers
     max_train_rows: int = 0  # 0 = all; >0 subsamples targets (smoke runs)
     # N > 0: sampled softmax with N negatives (log-Q corrected) when the vocabulary has more than
     # 2N cities, else the full softmax; 0 = always the full softmax. Prediction is always exact.
@@ -386,6 +387,7 @@ RANGES: dict[str, tuple] = {
     "train.top_k": _at_least(1),
     "train.patience": _at_least(0),
     "train.num_threads": _at_least(0),
+    "train.workers": _at_least(0),
     "train.max_train_rows": _at_least(0),
     "train.sampled_softmax": _at_least(0),
     **{f"models.{m}.{k}": _at_least(1) for m in ("gru", "transformer", "mlp") for k in ("emb_dim", "ctx_dim")},

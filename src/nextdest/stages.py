@@ -49,7 +49,7 @@ import numpy as np
 
 from .config import ROOT, Config, ConfigError, dump_yaml, load_config, to_dict
 from .lock import LockError, experiment_lock
-from .perf import peak_rss_mib, reset_peak_rss
+from .perf import peak_rss_mib, reset_peak_rss, resolve_parallelism
 
 PKG = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "artifacts"
@@ -79,9 +79,13 @@ class StageSpec:
 
 
 def _torch_threads(cfg: Config) -> dict:
-    """CPU results of the neural stages depend on torch's thread count (train.num_threads, 0 = every
-    core, resolved as nextdest.train does)."""
-    return {"torch_threads": cfg.train.num_threads or os.cpu_count() or 1}
+    """CPU results of the neural stages depend on torch's thread count: the threads of each training
+    job (train.num_threads, 0 = the cores divided among train.workers) and of prediction (every
+    core). The number of workers itself does not change results."""
+    n_jobs = len(cfg.cv.train_folds) * len(cfg.train.seeds)
+    device = "cuda" if cfg.device == "cuda" else "cpu"  # (auto on a GPU machine: the CPU threads barely matter)
+    _, threads = resolve_parallelism(cfg.train.workers, cfg.train.num_threads, device, n_jobs)
+    return {"torch_threads": threads, "predict_threads": os.cpu_count() or 1}
 
 
 def _xgb_threads(cfg: Config) -> dict:

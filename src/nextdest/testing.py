@@ -12,6 +12,7 @@ TINY = [
     "train.epochs=2",
     "train.batch_size=256",
     "train.num_threads=1",
+    "train.workers=1",
     "rankers.n_threads=1",
     "models.gru.emb_dim=32",
     "models.gru.hidden=64",

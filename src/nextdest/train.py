@@ -37,7 +37,7 @@ from .models import build_model, net_config
 from .models.optim import make_optimizer
 from .models.step import Batch, NegativeSampler, autocast, train_step, use_sampled_softmax
 from .nn_data import NNData, Tensors, load
-from .perf import tune_allocator
+from .perf import resolve_parallelism, tune_allocator
 
 MODEL_FORMAT = "nextdest.model/1"
 PREDICT_BATCH = 2048
@@ -252,6 +252,63 @@ def model_filename(seed_pos: int, seed: int) -> str:
     return "model.pt" if seed_pos == 0 else f"model_seed{seed}.pt"
 
 
+_WORKER: dict = {}
+
+
+def _init_worker(threads: int, tune: bool, parent: int) -> None:
+    """Pool initializer: threads, allocator, and a watchdog that ends the worker if its parent dies
+    (a killed stage must not leave trainings running that write into its work folder)."""
+    import threading
+
+    torch.set_num_threads(threads)
+    if tune:
+        tune_allocator()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _train_job(job: dict) -> dict:
+    """One (fold, seed) training, in a worker or inline: fit, write the model file, return the
+    figures (the model itself travels as the file)."""
+    name, fold, pos, seed, cfg, device = job["name"], job["fold"], job["pos"], job["seed"], job["cfg"], job["device"]
+    key = str(job["features_dir"])
+    if _WORKER.get("features") != key:  # a worker loads the feature table once
+        _WORKER.update(features=key, data=load(job["features_dir"]))
+        _WORKER["vocab"] = vocab_payload(_WORKER["data"], job["features_dir"])
+    data = _WORKER["data"]
+    log = lambda msg: print(f"[{name}] {msg}", flush=True)  # noqa: E731
+    res = fit(name, data, fold, seed, cfg, device, job["checkpoint"], log)
+    save_model_file(job["model_path"], res.model, name, {
+        "fold": fold, "seed": seed, "best_score": res.best_score, "best_epoch": res.best_epoch,
+        "config": job["resolved"], "vocab": _WORKER["vocab"],
+    })
+    return {"fold": fold, "pos": pos, "seed": seed, "best_score": res.best_score, "best_epoch": res.best_epoch,
+            "history": res.history, "train_rows": int(len(data.train_rows(fold, cfg.train.max_train_rows)))}
+
+
+def run_jobs(jobs: list[dict], workers: int, threads: int, tune: bool) -> list[dict]:
+    """Run the training jobs inline (one worker) or in a pool of spawned processes; results in job
+    order. A job's result depends only on its own seed and thread count, not on the scheduling."""
+    if workers <= 1:
+        torch.set_num_threads(threads)
+        return [_train_job(j) for j in jobs]
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(threads, tune, os.getpid())) as pool:
+        try:
+            return pool.map(_train_job, jobs, chunksize=1)
+        except BaseException:
+            pool.terminate()
+            raise
+
+
 def run_model_stage(ctx) -> None:
     from .config import to_dict
     from .topk import from_scores, write_outputs
@@ -261,35 +318,38 @@ def run_model_stage(ctx) -> None:
     cfg = ctx.cfg
     tcfg = cfg.train
     device = resolve_device(cfg.device)
-    torch.set_num_threads(tcfg.num_threads or os.cpu_count() or 1)
     allocator = tune_allocator() if tcfg.allocator == "tuned" else "default"
     features_dir = ctx.input("features")
     data = load(features_dir)
     softmax = (f"sampled softmax ({tcfg.sampled_softmax} negatives)" if use_sampled_softmax(tcfg.sampled_softmax, data.dims.n_cities)
                else "full softmax")
-    ctx.log(f"device {device}, {torch.get_num_threads()} CPU threads, {softmax}, optimizer {tcfg.optimizer}, "
-            f"allocator {allocator}; {data.dims.n_cities:,} cities, "
-            f"{data.dims.n_countries} countries, {len(data.tensors):,} feature rows")
-    vocab = vocab_payload(data, features_dir)
     resolved = to_dict(cfg)
+    jobs = [
+        {"name": name, "fold": fold, "pos": pos, "seed": seed, "cfg": cfg, "device": device, "features_dir": features_dir,
+         "checkpoint": ctx.work / f"fold{fold}_seed{seed}.pt", "model_path": ctx.out / f"fold{fold}" / model_filename(pos, seed),
+         "resolved": resolved}
+        for fold in cfg.cv.train_folds for pos, seed in enumerate(tcfg.seeds)
+    ]
+    workers, threads = resolve_parallelism(tcfg.workers, tcfg.num_threads, device, len(jobs))
+    ctx.log(f"device {device}, {len(jobs)} training job(s) on {workers} worker(s) x {threads} thread(s), {softmax}, "
+            f"optimizer {tcfg.optimizer}, allocator {allocator}; {data.dims.n_cities:,} cities, "
+            f"{data.dims.n_countries} countries, {len(data.tensors):,} feature rows")
+    results = run_jobs(jobs, workers, threads, tcfg.allocator == "tuned")
 
+    torch.set_num_threads(os.cpu_count() or 1)  # prediction: one process, every core
     fold_models: dict[int, list[torch.nn.Module]] = {}
-    extra: dict = {"device": device, "softmax": softmax, "threads": torch.get_num_threads(), "best_epochs": {}, "best_val_acc4": {}, "train_rows": {}, "history": {}}
+    extra: dict = {"device": device, "softmax": softmax, "workers": workers, "threads": threads, "best_epochs": {},
+                   "best_val_acc4": {}, "train_rows": {}, "history": {}}
     epoch_times: list[float] = []
-    for fold in cfg.cv.train_folds:
-        fold_models[fold] = []
-        extra["train_rows"][str(fold)] = int(len(data.train_rows(fold, tcfg.max_train_rows)))
-        for pos, seed in enumerate(tcfg.seeds):
-            res = fit(name, data, fold, seed, cfg, device, ctx.work / f"fold{fold}_seed{seed}.pt", ctx.log)
-            fold_models[fold].append(res.model)
-            extra["best_epochs"].setdefault(str(fold), []).append(res.best_epoch)
-            extra["best_val_acc4"].setdefault(str(fold), []).append(res.best_score)
-            extra["history"][f"fold{fold}_seed{seed}"] = res.history
-            epoch_times += [h["train_seconds"] for h in res.history]
-            save_model_file(ctx.out / f"fold{fold}" / model_filename(pos, seed), res.model, name, {
-                "fold": fold, "seed": seed, "best_score": res.best_score, "best_epoch": res.best_epoch,
-                "config": resolved, "vocab": vocab,
-            })
+    for job, r in zip(jobs, results):
+        fold = r["fold"]
+        model, _ = load_model_file(job["model_path"], device)
+        fold_models.setdefault(fold, []).append(model)
+        extra["train_rows"][str(fold)] = r["train_rows"]
+        extra["best_epochs"].setdefault(str(fold), []).append(r["best_epoch"])
+        extra["best_val_acc4"].setdefault(str(fold), []).append(r["best_score"])
+        extra["history"][f"fold{fold}_seed{r['seed']}"] = r["history"]
+        epoch_times += [h["train_seconds"] for h in r["history"]]
     any_model = next(iter(fold_models.values()))[0]
     extra["n_params"] = sum(p.numel() for p in any_model.parameters())
     extra["epoch_seconds"] = round(float(np.mean(epoch_times)), 3) if epoch_times else None

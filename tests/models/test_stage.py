@@ -192,3 +192,15 @@ def test_models_import_without_polars():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
     assert res.returncode == 0, res.stderr
     assert "gru" in res.stdout
+
+
+def test_parallel_workers_give_the_same_models_as_one(tiny_upstream, tmp_path, capsys):
+    """Two spawned 1-thread workers train the two folds; every output equals the inline run's."""
+    cfg1 = tiny_config(*FAST, "train.epochs=1")
+    cfg2 = tiny_config(*FAST, "train.epochs=1", "train.workers=2")
+    one = run_in(fresh_root(tiny_upstream, tmp_path / "a"), "gru", cfg1)
+    capsys.readouterr()
+    two = run_in(fresh_root(tiny_upstream, tmp_path / "b"), "gru", cfg2)
+    assert "on 2 worker(s) x 1 thread(s)" in capsys.readouterr().out
+    for f in ("oof_topk.parquet", "test_topk.parquet"):
+        assert pl.read_parquet(one / f).equals(pl.read_parquet(two / f)), f
