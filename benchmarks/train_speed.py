@@ -166,8 +166,9 @@ def main(argv=None) -> int:
             tcfg = load_config(None, [*over, *args.overrides]).train
             if mode == "baseline":  # as the stage ran before: one process, every core
                 n, threads = 1, args.threads or tcfg.num_threads or cores
-            else:  # as the stage runs now: its (fold, seed) jobs in concurrent workers (5 folds)
-                n, threads = resolve_parallelism(tcfg.workers, args.threads or tcfg.num_threads, "cpu", 5)
+            else:  # as the stage runs now: its (fold, seed) jobs in concurrent workers (full rounds)
+                n, plan = resolve_parallelism(tcfg.workers, args.threads or tcfg.num_threads, "cpu", 4)
+                threads = plan[0]
             r = run_children(name, [*over, *args.overrides], args, n, threads)
             results[(name, mode)] = r
             print(f"{name:12s} {mode:8s} {r['samples_per_s']:>8,} samples/s  ({n} process(es) x {r['threads']} thread(s)"

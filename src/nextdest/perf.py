@@ -65,17 +65,23 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-def resolve_parallelism(workers: int, num_threads: int, device: str, n_jobs: int) -> tuple[int, int]:
-    """(worker processes, torch threads per worker) for ``n_jobs`` independent (fold, seed) trainings.
+def resolve_parallelism(workers: int, num_threads: int, device: str, n_jobs: int) -> tuple[int, list[int]]:
+    """How ``n_jobs`` independent (fold, seed) trainings run: (worker processes, torch threads of
+    each job, in job order).
 
     On the CPU the default (``workers`` 0) is one worker per core, each single-threaded: on the
     2-core machine two 1-thread processes train about 1.35x more rows per second than one 2-thread
     process, and they stay fast when another program is busy, where OpenMP's spinning threads can
-    slow a 2-thread step twenty-fold (both measured: BENCHMARKS.md, train-speed). Never more workers
-    than jobs; a lone job gets every core. On CUDA one worker. ``num_threads`` 0 = the cores divided
-    among the workers.
+    slow a 2-thread step twenty-fold (BENCHMARKS.md, train-speed). Jobs left over after the full
+    rounds (5 folds on 2 workers: the fifth) share every core among themselves instead of leaving
+    cores idle. A job's thread count is fixed by this plan, never by scheduling, so results are
+    reproducible. On CUDA one worker. ``num_threads`` > 0 fixes every job's thread count.
     """
     cores = os.cpu_count() or 1
     w = 1 if device == "cuda" else (workers or cores)
     w = max(1, min(w, n_jobs))
-    return w, num_threads or max(1, cores // w)
+    if num_threads:
+        return w, [num_threads] * n_jobs
+    full = n_jobs - n_jobs % w if n_jobs > w else n_jobs
+    rest = n_jobs - full
+    return w, [max(1, cores // w)] * full + [max(1, cores // rest)] * rest if rest else [max(1, cores // w)] * full

@@ -85,7 +85,7 @@ def _torch_threads(cfg: Config) -> dict:
     n_jobs = len(cfg.cv.train_folds) * len(cfg.train.seeds)
     device = "cuda" if cfg.device == "cuda" else "cpu"  # (auto on a GPU machine: the CPU threads barely matter)
     _, threads = resolve_parallelism(cfg.train.workers, cfg.train.num_threads, device, n_jobs)
-    return {"torch_threads": threads, "predict_threads": os.cpu_count() or 1}
+    return {"torch_threads": threads[0] if len(set(threads)) == 1 else threads, "predict_threads": os.cpu_count() or 1}
 
 
 def _xgb_threads(cfg: Config) -> dict:

@@ -292,21 +292,27 @@ def _train_job(job: dict) -> dict:
             "history": res.history, "train_rows": int(len(data.train_rows(fold, cfg.train.max_train_rows)))}
 
 
-def run_jobs(jobs: list[dict], workers: int, threads: int, tune: bool) -> list[dict]:
-    """Run the training jobs inline (one worker) or in a pool of spawned processes; results in job
+def run_jobs(jobs: list[dict], workers: int, threads: list[int], tune: bool) -> list[dict]:
+    """Run the training jobs (job i with ``threads[i]`` torch threads): jobs of one thread count
+    together, inline when one worker suffices, else in a pool of spawned processes. Results in job
     order. A job's result depends only on its own seed and thread count, not on the scheduling."""
-    if workers <= 1:
-        torch.set_num_threads(threads)
-        return [_train_job(j) for j in jobs]
-    import multiprocessing as mp
+    results: dict[int, dict] = {}
+    for t in dict.fromkeys(threads):  # thread counts in plan order
+        idx = [i for i, ti in enumerate(threads) if ti == t]
+        n = min(workers, len(idx), max(1, (os.cpu_count() or 1) // t))
+        if n <= 1:
+            torch.set_num_threads(t)
+            results.update({i: _train_job(jobs[i]) for i in idx})
+            continue
+        import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(threads, tune, os.getpid())) as pool:
-        try:
-            return pool.map(_train_job, jobs, chunksize=1)
-        except BaseException:
-            pool.terminate()
-            raise
+        with mp.get_context("spawn").Pool(n, initializer=_init_worker, initargs=(t, tune, os.getpid())) as pool:
+            try:
+                results.update(zip(idx, pool.map(_train_job, [jobs[i] for i in idx], chunksize=1)))
+            except BaseException:
+                pool.terminate()
+                raise
+    return [results[i] for i in range(len(jobs))]
 
 
 def run_model_stage(ctx) -> None:
@@ -331,14 +337,15 @@ def run_model_stage(ctx) -> None:
         for fold in cfg.cv.train_folds for pos, seed in enumerate(tcfg.seeds)
     ]
     workers, threads = resolve_parallelism(tcfg.workers, tcfg.num_threads, device, len(jobs))
-    ctx.log(f"device {device}, {len(jobs)} training job(s) on {workers} worker(s) x {threads} thread(s), {softmax}, "
+    plan = ", ".join(f"{threads.count(t)} x {t} thread(s)" for t in dict.fromkeys(threads))
+    ctx.log(f"device {device}, {len(jobs)} training job(s) on {workers} worker(s) ({plan}), {softmax}, "
             f"optimizer {tcfg.optimizer}, allocator {allocator}; {data.dims.n_cities:,} cities, "
             f"{data.dims.n_countries} countries, {len(data.tensors):,} feature rows")
     results = run_jobs(jobs, workers, threads, tcfg.allocator == "tuned")
 
     torch.set_num_threads(os.cpu_count() or 1)  # prediction: one process, every core
     fold_models: dict[int, list[torch.nn.Module]] = {}
-    extra: dict = {"device": device, "softmax": softmax, "workers": workers, "threads": threads, "best_epochs": {},
+    extra: dict = {"device": device, "softmax": softmax, "workers": workers, "job_threads": threads, "best_epochs": {},
                    "best_val_acc4": {}, "train_rows": {}, "history": {}}
     epoch_times: list[float] = []
     for job, r in zip(jobs, results):

@@ -201,6 +201,6 @@ def test_parallel_workers_give_the_same_models_as_one(tiny_upstream, tmp_path, c
     one = run_in(fresh_root(tiny_upstream, tmp_path / "a"), "gru", cfg1)
     capsys.readouterr()
     two = run_in(fresh_root(tiny_upstream, tmp_path / "b"), "gru", cfg2)
-    assert "on 2 worker(s) x 1 thread(s)" in capsys.readouterr().out
+    assert "on 2 worker(s) (2 x 1 thread(s))" in capsys.readouterr().out
     for f in ("oof_topk.parquet", "test_topk.parquet"):
         assert pl.read_parquet(one / f).equals(pl.read_parquet(two / f)), f

@@ -66,3 +66,16 @@ def test_both_paths_learn_a_fixed_mapping():
         sampler = NegativeSampler.from_targets(target, DIMS.n_cities, 20, torch.Generator().manual_seed(1)) if sampled else None
         losses = [train_step(model, b, opt, sampler).item() for _ in range(60)]
         assert losses[-1] < 0.3 * losses[0], (sampled, losses[0], losses[-1])
+
+
+def test_parallel_plan(monkeypatch):
+    """One 1-thread worker per core; leftover jobs share the cores; explicit threads win; CUDA: 1."""
+    from nextdest.perf import resolve_parallelism
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert resolve_parallelism(0, 0, "cpu", 5) == (2, [1, 1, 1, 1, 2])
+    assert resolve_parallelism(0, 0, "cpu", 4) == (2, [1, 1, 1, 1])
+    assert resolve_parallelism(0, 0, "cpu", 1) == (1, [2])
+    assert resolve_parallelism(0, 3, "cpu", 3) == (2, [3, 3, 3])
+    assert resolve_parallelism(1, 0, "cpu", 3) == (1, [2, 2, 2])
+    assert resolve_parallelism(0, 0, "cuda", 5) == (1, [2] * 5)
