@@ -432,7 +432,7 @@ def _run_stage_locked(name: str, cfg: Config, fn: Callable[[StageContext], None]
         "outputs": outputs,
         "outputs_digest": outputs_digest(outputs),
         "seconds": round(seconds, 3),
-        "cpu_seconds": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 3),
+        "cpu_seconds": round(sum(b - a for a, b in zip(cpu0[:4], cpu1[:4])), 3),  # user + system, children included
         "peak_rss_mib": peak_rss_mib(),  # this process's peak while the stage ran
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
