@@ -166,12 +166,9 @@ VIEW_SUFFIXES = (".png", ".md")
 RUNNER_FILES = ("config.yaml", "manifest.json")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def sha256_json(obj) -> str:

@@ -375,14 +375,11 @@ def check_consistency(train: pl.DataFrame, test: pl.DataFrame, truth: pl.DataFra
         )
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+def md5_file(path: Path) -> str:
     import hashlib
 
-    h = hashlib.md5()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def public_release_check(paths: list[Path], report: LoadReport) -> dict[str, dict]:
