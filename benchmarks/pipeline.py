@@ -51,10 +51,13 @@ def main() -> int:
         man = root / exp / spec.name / "manifest.json"
         if man.exists():
             note = " (cached from an earlier run)" if spec.name in skipped else ""
-            sec = json.loads(man.read_text())["seconds"]
+            m = json.loads(man.read_text())
+            sec = m["seconds"]
             total += sec
-            rows.append(f"| {spec.name} | {sec:.1f}{note} |")
-    rows.append(f"| **sum of stage seconds** | **{total:.0f} ({total / 60:.1f} min)** |")
+            cpu = f"{m['cpu_seconds']:.0f}" if m.get("cpu_seconds") is not None else "n/a"
+            rss = f"{m['peak_rss_mib']:,.0f}" if m.get("peak_rss_mib") is not None else "n/a"
+            rows.append(f"| {spec.name} | {sec:.1f}{note} | {cpu} | {rss} | {m.get('created', '')[:16]} |")
+    rows.append(f"| **sum of stage seconds** | **{total:.0f} ({total / 60:.1f} min)** | | | |")
     summary_md = (root / exp / "summary.md").read_text()
     md = "\n".join([
         f"### Pipeline: `./run.sh --config {args.config}` {' '.join(args.overrides)}".rstrip(),
@@ -64,9 +67,10 @@ def main() -> int:
          f"This invocation: {wall / 60:.1f} min wall time; reused from the cache: {', '.join(skipped)} "
          f"(their seconds below are from the run that built them)."),
         "",
-        "| stage | seconds (stage's own manifest) |",
-        "|---|---|",
+        "| stage | seconds (stage's own manifest) | CPU s (workers included) | peak RSS MiB | built (UTC) |",
+        "|---|---|---|---|---|",
         *rows,
+        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
         "",
         summary_md.replace("# Run summary", "#### Run summary"),
     ])
