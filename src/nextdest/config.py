@@ -170,6 +170,7 @@ class BlendConfig:
     top_k: int = 50
     search: Literal["coordinate", "grid"] = "coordinate"
     n_rounds: int = 3
+    max_fit_trips: int = 20000  # weights are fitted on at most this many OOF trips (seeded sample); 0 = all
 
 
 @dataclass(frozen=True)
@@ -409,6 +410,7 @@ RANGES: dict[str, tuple] = {
     "rankers.lgb.min_child_samples": _at_least(0),
     "blend.top_k": _at_least(1),
     "blend.n_rounds": _at_least(1),
+    "blend.max_fit_trips": _at_least(0),
 }
 
 
