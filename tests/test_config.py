@@ -67,6 +67,9 @@ def test_cross_field_rules():
         load_config(None, ["cv.train_folds=[]"])
     with pytest.raises(ConfigError, match="override"):
         load_config(None, ["train.lr"])
+    with pytest.raises(ConfigError, match="rankers.max_candidates.*candidates.max_pool = 50"):
+        load_config(None, ["rankers.max_candidates=60"])
+    assert load_config(None, ["rankers.max_candidates=60", "candidates.max_pool=60"]).rankers.max_candidates == 60
 
 
 def test_experiment_configs_load():

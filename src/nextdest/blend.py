@@ -13,7 +13,10 @@ A city outside a model's top-k gets 0 from that model. The weights maximise accu
 validation trips (``blend.search``: ``coordinate`` = coordinate ascent over (transform, weight) per
 model from the best single model, ``blend.n_rounds`` passes in a seeded order; ``grid`` = a seeded
 random sample of the weight grid per transform choice), deterministic by ``cfg.seed``. Nothing is
-hard-coded: the weights, the transforms and the search trace go to ``weights.json``.
+hard-coded: the weights, the transforms and the search trace go to ``weights.json``. The search
+scores a whole batch of candidate weights in one vectorised pass (:func:`accuracy4_many`), and fits
+on at most ``blend.max_fit_trips`` OOF trips (a seeded sample), so its cost is bounded at any scale;
+applying the weights is one pass over every row.
 
 The reported CV score is *cross-fitted*: the OOF trips are split into groups by trip; each group is
 blended with weights fitted on the other groups, so the blend's CV accuracy is not flattered by
@@ -99,6 +102,14 @@ class Matrix:
             self._tidx = (tp, self.city < self.city[tp], self.trip[rows_t])
         return self._tidx
 
+    def trip_starts(self) -> np.ndarray:
+        """First row of each trip (rows are sorted by trip, trips numbered 0..n-1); cached."""
+        if getattr(self, "_starts", None) is None:
+            if len(self.trip) and np.any(np.diff(self.trip) < 0):
+                raise ValueError("blend matrix rows are not sorted by trip")
+            self._starts = np.flatnonzero(np.r_[True, self.trip[1:] != self.trip[:-1]]) if len(self.trip) else np.zeros(0, np.int64)
+        return self._starts
+
     def subset(self, rows: np.ndarray, n_trips: int | None = None) -> "Matrix":
         """The rows of boolean mask ``rows``, trips renumbered; a trip whose true-city row is
         dropped is left without one (a miss). ``n_trips``: the new denominator (default: the
@@ -165,72 +176,116 @@ def accuracy4(mx: Matrix, score: np.ndarray) -> float:
     """accuracy@4 of a blended score with the ordering of :func:`nextdest.topk.rerank` (score
     descending, ties by city id): a trip hits when fewer than 4 of its rows come before its true
     city; trips without their true city among the rows count as misses."""
+    return float(accuracy4_many(mx, np.asarray(score, dtype=np.float64)[:, None])[0])
+
+
+def accuracy4_many(mx: Matrix, scores: np.ndarray, chunk_cells: int = 1 << 23) -> np.ndarray:
+    """accuracy@4 of each column of ``scores`` (rows x K), as :func:`accuracy4` computes it for
+    one: the search scores a whole batch of candidate weights in one pass. Trips are processed in
+    chunks of about ``chunk_cells`` cells, so memory stays bounded for any number of rows."""
+    scores = np.asarray(scores)
+    K = scores.shape[1]
     if mx.n_trips == 0:
-        return float("nan")
-    tp, city_before, trip_t = mx.target_index()
-    ts = score[tp]
-    ahead = (score > ts) | ((score == ts) & city_before)  # rows of trips without a target: masked below
-    n_ahead = np.bincount(mx.trip, weights=ahead & (mx.tpos >= 0), minlength=int(mx.trip.max()) + 1)
-    return float((n_ahead[trip_t] < 4).sum()) / mx.n_trips
+        return np.full(K, np.nan)
+    tp, city_before, _trip_t = mx.target_index()
+    starts = mx.trip_starts()
+    has_t = mx.tpos[starts] >= 0  # trip has its true city among its rows
+    hits = np.zeros(K, dtype=np.int64)
+    bounds = np.r_[starts, len(mx.trip)]
+    step = max(1, chunk_cells // max(K, 1))
+    i = 0
+    while i < len(starts):
+        j = int(np.searchsorted(bounds, bounds[i] + step, side="right")) - 1
+        j = min(max(j, i + 1), len(starts))
+        lo, hi = bounds[i], bounds[j]
+        s = scores[lo:hi]
+        ts = scores[tp[lo:hi]]
+        ahead = (s > ts) | ((s == ts) & city_before[lo:hi, None])
+        n_ahead = np.add.reduceat(ahead, starts[i:j] - lo, axis=0, dtype=np.int32)
+        hits += ((n_ahead < 4) & has_t[i:j, None]).sum(axis=0)
+        i = j
+    return hits / mx.n_trips
 
 
 # --------------------------------------------------------------------------- search
 def coordinate_ascent(mx: Matrix, n_rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
     """Weights and transforms maximising OOF accuracy@4, from the best single model, by coordinate
-    ascent over (transform, weight) per model; a move is kept only when it strictly improves."""
+    ascent over (transform, weight) per model; a move is kept only when it strictly improves. All
+    (transform, weight) moves of one model are scored in one batch (:func:`accuracy4_many`); the
+    first best move in (transform, weight) order wins, as a sequential scan would pick it."""
     M = mx.X.shape[1]
-    singles = [accuracy4(mx, mx.X[:, m, 0].astype(np.float64)) for m in range(M)]
+    singles = accuracy4_many(mx, mx.X[:, :, 0].astype(np.float64))
     weights, choice = np.zeros(M), np.zeros(M, dtype=np.int64)
     weights[int(np.argmax(singles))] = 1.0
     best = accuracy4(mx, combine(mx, weights, choice))
     trace = [{"round": 0, "acc4": best}]
     rng = np.random.default_rng(seed)
+    grid = np.asarray(WEIGHT_GRID)
     for r in range(1, n_rounds + 1):
         improved = False
         for m in rng.permutation(M):
+            moves = [(t, w) for t in range(len(TRANSFORMS)) for w in grid
+                     if not (w == weights[m] and (t == choice[m] or w == 0.0))  # the current setting
+                     and not (w == 0.0 and np.count_nonzero(weights) == 1 and weights[m] != 0.0)]  # never drop the last weighted model
+            if not moves:
+                continue
             base = combine(mx, np.where(np.arange(M) == m, 0.0, weights), choice)
-            for t in range(len(TRANSFORMS)):
-                col = mx.X[:, m, t].astype(np.float64)
-                for w in WEIGHT_GRID:
-                    if w == weights[m] and (t == choice[m] or w == 0.0):
-                        continue
-                    if w == 0.0 and np.count_nonzero(weights) == 1 and weights[m] != 0.0:
-                        continue  # never drop the last weighted model
-                    acc = accuracy4(mx, base + w * col)
-                    if acc > best + 1e-12:
-                        best, weights[m], choice[m], improved = acc, w, (t if w else choice[m]), True
+            ts = np.array([t for t, _ in moves])
+            ws = np.array([w for _, w in moves])
+            cols = mx.X[:, m, :].astype(np.float64)
+            acc = accuracy4_many(mx, base[:, None] + ws[None, :] * cols[:, ts])
+            k = int(np.argmax(acc))
+            if acc[k] > best + 1e-12:
+                best, weights[m], improved = float(acc[k]), ws[k], True
+                choice[m] = ts[k] if ws[k] else choice[m]
         trace.append({"round": r, "acc4": best})
         if not improved:
             break
     return weights, choice, trace
 
 
-def grid_search(mx: Matrix, n_rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
+def grid_search(mx: Matrix, n_rounds: int, seed: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray, list]:
     """A seeded random sample (``200 * n_rounds`` points) of the weight grid x transform choices,
-    plus the best single model; the best point by OOF accuracy@4."""
+    plus the best single model; the best point by OOF accuracy@4 (the first best in sample order)."""
     M = mx.X.shape[1]
     rng = np.random.default_rng(seed)
-    singles = [accuracy4(mx, mx.X[:, m, 0].astype(np.float64)) for m in range(M)]
+    singles = accuracy4_many(mx, mx.X[:, :, 0].astype(np.float64))
     weights, choice = np.zeros(M), np.zeros(M, dtype=np.int64)
     weights[int(np.argmax(singles))] = 1.0
     best = accuracy4(mx, combine(mx, weights, choice))
     trace = [{"sample": 0, "acc4": best}]
     grid = np.asarray(WEIGHT_GRID)
+    samples = []
     for i in range(1, 200 * n_rounds + 1):
         w = grid[rng.integers(0, len(grid), M)]
         c = rng.integers(0, len(TRANSFORMS), M)
-        if not w.any():
-            continue
-        acc = accuracy4(mx, combine(mx, w, c))
-        if acc > best + 1e-12:
-            best, weights, choice = acc, w.astype(float), c
-            trace.append({"sample": i, "acc4": best})
+        if w.any():
+            samples.append((i, w, c))
+    for b in range(0, len(samples), batch):
+        chunk = samples[b:b + batch]
+        W = np.array([w for _i, w, _c in chunk]).T  # (M, batch)
+        C = np.array([c for _i, _w, c in chunk]).T
+        S = np.zeros((len(mx.trip), len(chunk)))
+        for m in range(M):  # summed in model order, as combine() does
+            S += W[m][None, :] * mx.X[:, m, :].astype(np.float64)[:, C[m]]
+        acc = accuracy4_many(mx, S)
+        for j, (i, w, c) in enumerate(chunk):
+            if acc[j] > best + 1e-12:
+                best, weights, choice = float(acc[j]), w.astype(float), c
+                trace.append({"sample": i, "acc4": best})
     return weights, choice, trace
 
 
-def fit_weights(mx: Matrix, search: str, n_rounds: int, seed: int):
-    """(weights, transform choice, trace) by ``search`` on the labeled matrix ``mx``."""
+def fit_weights(mx: Matrix, search: str, n_rounds: int, seed: int, max_trips: int = 0):
+    """(weights, transform choice, trace) by ``search`` on the labeled matrix ``mx``; with
+    ``max_trips`` > 0 and more trips than that, on a seeded sample of ``max_trips`` of its trips
+    (a handful of weights needs no more: the search's cost stays bounded at any scale)."""
     fn = coordinate_ascent if search == "coordinate" else grid_search
+    n = int(mx.trip.max()) + 1 if len(mx.trip) else 0
+    if max_trips and n > max_trips:
+        keep = np.zeros(n, dtype=bool)
+        keep[np.random.default_rng(seed).permutation(n)[:max_trips]] = True
+        mx = mx.subset(keep[mx.trip])
     return fn(fitting_view(mx), n_rounds, seed)
 
 
@@ -268,16 +323,17 @@ def run_blend_stage(ctx) -> None:
     vt = validation_truth(feats, tuple(cfg.cv.train_folds)).select("utrip_id", "city_id")
     mx = build_matrix({n: o for n, (o, _t) in comps.items()}, is_prob, vt)
     ctx.log(f"components: {', '.join(names)}; {mx.n_trips:,} OOF trips, {len(mx.trip):,} (trip, city) rows")
-    singles = {n: accuracy4(mx, mx.X[:, m, 0].astype(np.float64)) for m, n in enumerate(names)}
+    singles = dict(zip(names, map(float, accuracy4_many(mx, mx.X[:, :, 0].astype(np.float64)))))
 
     # Weights on all OOF trips (used for test), and the cross-fitted OOF blend (reported CV).
-    weights, choice, trace = fit_weights(mx, cfg.blend.search, cfg.blend.n_rounds, cfg.seed)
+    weights, choice, trace = fit_weights(mx, cfg.blend.search, cfg.blend.n_rounds, cfg.seed, cfg.blend.max_fit_trips)
     in_sample = accuracy4(mx, combine(mx, weights, choice))
     row_group = crossfit_groups(mx, cfg.seed)
     folds_info = []
     cross_score = np.zeros(len(mx.trip))
     for g in range(CROSSFIT_GROUPS):
-        w_g, c_g, _ = fit_weights(mx.subset(row_group != g), cfg.blend.search, cfg.blend.n_rounds, cfg.seed)
+        w_g, c_g, _ = fit_weights(mx.subset(row_group != g), cfg.blend.search, cfg.blend.n_rounds, cfg.seed,
+                                  cfg.blend.max_fit_trips)
         held = row_group == g
         cross_score[held] = combine(mx, w_g, c_g)[held]
         folds_info.append(describe(names, w_g, c_g))
@@ -290,6 +346,7 @@ def run_blend_stage(ctx) -> None:
         "components": names,
         "search": cfg.blend.search,
         "n_rounds": cfg.blend.n_rounds,
+        "max_fit_trips": cfg.blend.max_fit_trips,
         "seed": cfg.seed,
         "score_is_probability": is_prob,
         "weights": describe(names, weights, choice),

@@ -129,6 +129,7 @@ class CandidatesConfig:
     per_model_k: int = 50
     transition_k: int = 20
     country_k: int = 10
+    max_pool: int = 50  # candidates per trip that get features (by pool priority); >= rankers.max_candidates
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class BlendConfig:
     top_k: int = 50
     search: Literal["coordinate", "grid"] = "coordinate"
     n_rounds: int = 3
+    max_fit_trips: int = 20000  # weights are fitted on at most this many OOF trips (seeded sample); 0 = all
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"key 'cv.train_folds' = {list(cfg.cv.train_folds)}: each must be in 0..{cfg.cv.n_folds - 1}, at least one")
     if len(set(cfg.cv.train_folds)) != len(cfg.cv.train_folds):
         raise ConfigError(f"key 'cv.train_folds' = {list(cfg.cv.train_folds)}: repeated fold")
+    if cfg.rankers.max_candidates > cfg.candidates.max_pool:
+        raise ConfigError(f"key 'rankers.max_candidates' = {cfg.rankers.max_candidates}: more than the candidates stage "
+                          f"gives features to (candidates.max_pool = {cfg.candidates.max_pool}); raise that too")
 
 
 # --------------------------------------------------------------------------- ranges and names
@@ -400,6 +405,7 @@ RANGES: dict[str, tuple] = {
     "candidates.per_model_k": _at_least(1),
     "candidates.transition_k": _at_least(0),
     "candidates.country_k": _at_least(0),
+    "candidates.max_pool": _at_least(1),
     "rankers.n_folds": _at_least(2),
     "rankers.max_candidates": _at_least(1),
     "rankers.n_threads": _at_least(0),
@@ -411,6 +417,7 @@ RANGES: dict[str, tuple] = {
     "rankers.lgb.min_child_samples": _at_least(0),
     "blend.top_k": _at_least(1),
     "blend.n_rounds": _at_least(1),
+    "blend.max_fit_trips": _at_least(0),
 }
 
 

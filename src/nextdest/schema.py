@@ -99,6 +99,19 @@ FEATURES = {
     "affiliate_idx": pl.Int32,  # rare affiliates -> 1
 }
 
+# Ranker candidates (candidates stage: oof_candidates.parquet, test_candidates.parquet): one row per
+# (trip, candidate city), rows of a trip together, sorted by ``prio``; these key columns first, then
+# the ranker features (numeric; their names depend on the models pooled: feature_names.json).
+# ``label`` (1 = the true city) on test rows only when the test truth is known; ``fold`` = -1 there.
+CANDIDATES = {
+    "utrip_id": pl.Utf8,
+    "fold": pl.Int8,
+    "city_idx": pl.Int32,
+    "city_id": pl.Int64,
+    "label": pl.Int8,
+    "prio": pl.Int32,  # 1 = first in the pool (reciprocal-rank fusion of the sources)
+}
+
 # Per-city vocabulary (features stage: cities.parquet).
 CITIES = {
     "city_idx": pl.Int32,

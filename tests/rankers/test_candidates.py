@@ -18,8 +18,12 @@ from nextdest.topk import read_topk
 
 @pytest.fixture(scope="module")
 def cand_exp(tiny_upstream, tmp_path_factory):
-    """(cfg, experiment folder) after the candidates stage, pool uncapped by the model lists."""
+    """(cfg, experiment folder) after the candidates stage, pool uncapped by the model lists and
+    every candidate featurized (candidates.max_pool above any pool size)."""
+    import dataclasses
+
     cfg, exp = tiny_upstream
+    cfg = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, max_pool=1000))
     root = tmp_path_factory.mktemp("cand_artifacts")
     dst = fake_experiment(exp, root)
     old = os.environ.get("NEXTDEST_ARTIFACTS")
@@ -84,3 +88,37 @@ def test_statistics_are_out_of_fold(cand_exp):
     t_all = transitions(feat, None, 1).select(pl.col("prev1").alias("city_lag1"), pl.col("next").alias("city_idx"), pl.col("count").alias("all"))
     pos = got.filter(pl.col("label") == 1).join(t_all, on=["city_lag1", "city_idx"], how="left")
     assert (pos["t1_count"].fill_null(0) < pos["all"]).all()
+
+
+def test_pool_capped_at_max_pool_and_recall_reports_the_whole_pool(cand_exp, tmp_path):
+    """Features go to the first candidates.max_pool of each pool (the same rows and values as
+    without the cap); recall.json still measures the uncapped pool; the key columns follow
+    schema.CANDIDATES."""
+    import dataclasses
+    import shutil
+
+    from nextdest.rankers.candidates import check_candidates
+
+    cfg, exp = cand_exp
+    oof = check_candidates(pl.read_parquet(exp / "candidates" / "oof_candidates.parquet"), "oof")
+    check_candidates(pl.read_parquet(exp / "candidates" / "test_candidates.parquet"), "test")
+    rec = json.loads((exp / "candidates" / "recall.json").read_text())
+    assert oof["prio"].max() <= cfg.candidates.max_pool and rec["max_pool"] == cfg.candidates.max_pool
+    cap = 6
+    small = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, max_pool=cap),
+                                rankers=dataclasses.replace(cfg.rankers, max_candidates=cap))
+    root = tmp_path / "capped"
+    shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
+    old = os.environ["NEXTDEST_ARTIFACTS"]
+    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
+    try:
+        run_stage("candidates", small, stage_function("candidates"))
+    finally:
+        os.environ["NEXTDEST_ARTIFACTS"] = old
+    capped = pl.read_parquet(root / exp.name / "candidates" / "oof_candidates.parquet")
+    rec_capped = json.loads((root / exp.name / "candidates" / "recall.json").read_text())
+    assert capped["prio"].max() == cap and capped.height < oof.height
+    # The capped rows are exactly the first rows of the full table, features unchanged.
+    key = ["utrip_id", "prio"]
+    assert capped.sort(key).equals(oof.filter(pl.col("prio") <= cap).sort(key))
+    assert rec_capped["oof"] == rec["oof"] and rec_capped["test"] == rec["test"]

@@ -41,14 +41,16 @@ rankers never train on it), ``recall.json``, ``feature_names.json``.
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from ..folds import test_mask, valid_mask
-from ..schema import FIRST_INDEX
+from ..schema import CANDIDATES, FIRST_INDEX, SchemaError, check, conform
 from ..stats import known_rows, popularity, targets, transitions
 from ..topk import read_topk
 
@@ -178,10 +180,13 @@ def pool_features(
     models: dict[str, pl.DataFrame],
     cities: pl.DataFrame,
     cfg,
+    whole_pool: list | None = None,
 ) -> pl.DataFrame:
     """Candidates and features for query rows ``q`` (one per trip), with statistics out of fold
     ``fold`` (None: every known target). ``models`` maps model name -> its top-k for these trips
-    in index space (see :func:`_to_idx`)."""
+    in index space (see :func:`_to_idx`). Only the first ``candidates.max_pool`` candidates of a
+    trip get features; ``whole_pool`` (a list), when given, receives the uncapped pool's
+    (utrip_id, city_idx, prio) for recall reporting."""
     trips = q.select("utrip_id")
     prefix = (
         feat.filter(~pl.col("is_reversed") & ~pl.col("is_last"))
@@ -196,6 +201,9 @@ def pool_features(
         .sort(["country_idx", "count", "city_idx"], descending=[False, True, False])
     )
     pool = pool_from_sources(candidate_sources(q, prefix, models, trans1, trans2, country_pop, cfg))
+    if whole_pool is not None:
+        whole_pool.append(pool.select("utrip_id", "city_idx", "prio"))
+    pool = pool.filter(pl.col("prio") <= cfg.candidates.max_pool)
 
     # Query context and candidate attributes.
     qctx = q.select(
@@ -421,17 +429,33 @@ def _user_features(df: pl.DataFrame, feat: pl.DataFrame, q: pl.DataFrame, fold: 
 
 
 # --------------------------------------------------------------------------- recall
+def truth_prio(pool: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
+    """(utrip_id, prio) of every truth trip (utrip_id, city_idx): the true city's position in the
+    trip's pool, null when the pool misses it."""
+    return truth.join(pool.select("utrip_id", "city_idx", "prio"), on=["utrip_id", "city_idx"], how="left").select("utrip_id", "prio")
+
+
+def recall_from_prio(hit: pl.DataFrame, pool_rows: int, cutoffs=RECALL_CUTOFFS) -> dict:
+    """Recall at each cut-off and of the whole pool from :func:`truth_prio`'s table, plus the mean
+    pool size (``pool_rows`` candidate rows over the truth trips)."""
+    n = hit.height
+    if n == 0:
+        return {}
+    prio = hit["prio"]
+    out = {f"recall@{c}": float((prio <= c).sum()) / n for c in cutoffs}
+    out["recall_all"] = float(prio.is_not_null().sum()) / n
+    out["mean_pool_size"] = float(pool_rows / n)
+    out["trips"] = n
+    return out
+
+
 def recall_at(cands: pl.DataFrame, truth: pl.DataFrame, cutoffs=RECALL_CUTOFFS) -> dict:
     """Share of truth trips (utrip_id, city_idx) whose city is in the pool within ``prio <= n``,
     for each cut-off and for the whole pool; plus the mean pool size."""
-    n = truth.height
-    if n == 0:
+    if truth.height == 0:
         return {}
-    hit = truth.join(cands.select("utrip_id", "city_idx", "prio"), on=["utrip_id", "city_idx"], how="left")["prio"]
-    out = {f"recall@{c}": float((hit <= c).sum()) / n for c in cutoffs}
-    out["recall_all"] = float(hit.is_not_null().sum()) / n
+    out = recall_from_prio(truth_prio(cands, truth), cands.height, cutoffs)
     out["mean_pool_size"] = float(cands.height / max(cands["utrip_id"].n_unique(), 1))
-    out["trips"] = n
     return out
 
 
@@ -440,8 +464,31 @@ def feature_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in ID_COLUMNS]
 
 
+def conform_candidates(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    """The key columns of :data:`~nextdest.schema.CANDIDATES` first with their dtypes (``label``
+    only when present), then the features, which must be numeric."""
+    schema = {c: t for c, t in CANDIDATES.items() if c != "label" or "label" in df.columns}
+    df = conform(df, schema, name, extra=True)
+    bad = [f"{c} ({t})" for c, t in df.schema.items() if c not in schema and not t.is_numeric()]
+    if bad:
+        raise SchemaError(f"{name}: non-numeric feature columns {bad}")
+    return df
+
+
+def check_candidates(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Raise unless ``df`` has the candidate key columns with their dtypes and numeric features."""
+    check(df, {c: t for c, t in CANDIDATES.items() if c != "label" or "label" in df.columns}, name)
+    bad = [f"{c} ({t})" for c, t in df.schema.items() if c not in CANDIDATES and not t.is_numeric()]
+    if bad:
+        raise SchemaError(f"{name}: non-numeric feature columns {bad}")
+    return df
+
+
 # --------------------------------------------------------------------------- stage
 def run_candidates_stage(ctx) -> None:
+    """Pool and features of every OOF validation trip (fold by fold, statistics out of that fold)
+    and every test trip. Each part is written to disk as soon as it is built and the parts are
+    streamed into the two output files, so memory holds one part, not the whole table."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
     feat_dir = ctx.input("features")
@@ -450,29 +497,45 @@ def run_candidates_stage(ctx) -> None:
     tables = model_tables(ctx)
     if not tables:
         raise RuntimeError("candidates: no model top-k tables found (baselines must have run)")
-    ctx.log(f"models pooled: {', '.join(tables)}")
+    ctx.log(f"models pooled: {', '.join(tables)}; features for the first {cfg.candidates.max_pool} of each pool")
     oof_idx = {n: _to_idx(o, cities) for n, (o, _t) in tables.items()}
     test_idx = {n: _to_idx(t, cities) for n, (_o, t) in tables.items()}
+    parts_dir = ctx.out / "_parts"
+    parts_dir.mkdir()
+    cols: list[str] | None = None
 
-    parts = []
+    def write_part(df: pl.DataFrame, name: str) -> Path:
+        nonlocal cols
+        if cols is None:
+            cols = [c for c in ID_COLUMNS if c in df.columns or c != "label"] + feature_columns(df)
+        df = conform_candidates(df.select([c for c in cols if c in df.columns]), f"candidates {name}").sort("utrip_id", "prio")
+        path = parts_dir / f"{name}.parquet"
+        df.write_parquet(path)
+        return path
+
+    oof_parts, oof_hits, oof_pool_rows = [], [], 0
     for fold in cfg.cv.train_folds:
         q = feat.filter(valid_mask(fold))
         trips = q.select("utrip_id")
         models = {n: t.join(trips, on="utrip_id", how="semi") for n, t in oof_idx.items()}
-        part = pool_features(feat, q, fold, models, cities, cfg)
+        whole: list = []
+        part = pool_features(feat, q, fold, models, cities, cfg, whole)
         label = q.select("utrip_id", pl.col("city_idx").alias("_true"))
-        parts.append(
+        part = (
             part.join(label, on="utrip_id", how="left")
             .with_columns((pl.col("city_idx") == pl.col("_true")).cast(pl.Int8).alias("label"), pl.lit(fold, pl.Int8).alias("fold"))
             .drop("_true")
         )
-    oof = pl.concat(parts).sort("utrip_id", "prio")
-    oof_truth = feat.filter(pl.any_horizontal([valid_mask(f) for f in cfg.cv.train_folds])).select("utrip_id", "city_idx")
+        oof_hits.append(truth_prio(whole[0], q.select("utrip_id", "city_idx")))
+        oof_pool_rows += whole[0].height
+        oof_parts.append(write_part(part, f"oof_{fold}"))
+        del part, whole, models
 
     q = feat.filter(test_mask())
-    test = pool_features(feat, q, None, test_idx, cities, cfg).with_columns(pl.lit(-1, pl.Int8).alias("fold"))
+    whole = []
+    test = pool_features(feat, q, None, test_idx, cities, cfg, whole).with_columns(pl.lit(-1, pl.Int8).alias("fold"))
     truth_path = ctx.input("data") / "truth.parquet"
-    test_truth = None
+    test_hits = None
     if truth_path.exists():
         test_truth = (
             pl.read_parquet(truth_path).select("utrip_id", "city_id")
@@ -482,26 +545,33 @@ def run_candidates_stage(ctx) -> None:
         test = test.join(test_truth.rename({"city_idx": "_true"}), on="utrip_id", how="left").with_columns(
             (pl.col("city_idx") == pl.col("_true")).fill_null(False).cast(pl.Int8).alias("label")
         ).drop("_true")
-    test = test.sort("utrip_id", "prio")
+        test_hits = truth_prio(whole[0], test_truth)
+    test_pool_rows = whole[0].height
+    test_part = write_part(test, "test")
+    n_oof_rows, n_test_rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in oof_parts), test.height
+    del test, whole
 
-    cols = [c for c in ID_COLUMNS if c in oof.columns] + feature_columns(oof)
-    oof = oof.select(cols)
-    test = test.select([c for c in cols if c in test.columns])
-    oof.write_parquet(ctx.out / "oof_candidates.parquet")
-    test.write_parquet(ctx.out / "test_candidates.parquet")
+    if len(oof_parts) == 1:
+        oof_parts[0].rename(ctx.out / "oof_candidates.parquet")
+    else:  # streamed: the parts (folds, in cfg.cv.train_folds order) one after another
+        pl.scan_parquet(oof_parts).sink_parquet(ctx.out / "oof_candidates.parquet")
+    test_part.rename(ctx.out / "test_candidates.parquet")
+    shutil.rmtree(parts_dir)
     recall = {
-        "oof": recall_at(oof, oof_truth),
-        "test": recall_at(test, test_truth) if test_truth is not None else None,
+        "oof": recall_from_prio(pl.concat(oof_hits), oof_pool_rows),
+        "test": recall_from_prio(test_hits, test_pool_rows) if test_hits is not None else None,
+        "max_pool": cfg.candidates.max_pool,
         "models": list(tables),
         "prio_c": PRIO_C,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     (ctx.out / "recall.json").write_text(json.dumps(recall, indent=2))
-    (ctx.out / "feature_names.json").write_text(json.dumps(feature_columns(oof), indent=2))
+    (ctx.out / "feature_names.json").write_text(json.dumps([c for c in cols if c not in ID_COLUMNS], indent=2))
     for part, r in (("OOF", recall["oof"]), ("test", recall["test"])):
         if r:
             ctx.log(
                 f"{part} pool: {r['trips']:,} trips, mean size {r['mean_pool_size']:.1f}, recall "
                 + ", ".join(f"@{c} {r[f'recall@{c}']:.3f}" for c in (10, 20, 50, 100)) + f", all {r['recall_all']:.3f}"
             )
-    ctx.log(f"{oof.height:,} OOF / {test.height:,} test candidate rows, {len(feature_columns(oof))} features")
+    ctx.log(f"{n_oof_rows:,} OOF / {n_test_rows:,} test candidate rows (first {cfg.candidates.max_pool} per trip), "
+            f"{len(cols) - len([c for c in cols if c in ID_COLUMNS])} features")

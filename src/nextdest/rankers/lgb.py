@@ -58,13 +58,30 @@ class LGBRanker(Ranker):
             "verbose": -1,
         }
 
+    def _dataset_params(self) -> dict:
+        return {"verbose": -1, "max_bin": self.params.max_bin, "num_threads": self.n_threads}
+
+    def prepare(self, data: RankData, rows: np.ndarray):
+        """Every trainable row binned once (LightGBM ``Dataset``, raw values freed); each fold
+        trains on a subset of it (``Dataset.subset``: bins copied, none recomputed)."""
+        full = lgb.Dataset(data.X[rows], data.y[rows], group=data.take(rows).sizes if len(rows) else None,
+                           feature_name=data.names, params=self._dataset_params(), free_raw_data=True)
+        return full.construct(), np.asarray(rows)
+
+    def fit_rows(self, prepared, data: RankData, train_rows: np.ndarray, valid_rows: np.ndarray) -> "LGBRanker":
+        full, rows = prepared
+        dtrain = full.subset(np.searchsorted(rows, train_rows))
+        dvalid = full.subset(np.searchsorted(rows, valid_rows))
+        return self._train(dtrain, dvalid)
+
     def fit(self, train: RankData, valid: RankData) -> "LGBRanker":
-        params = self._params()
-        dtrain = lgb.Dataset(train.X, train.y, group=train.sizes, feature_name=train.names,
-                             params={"verbose": -1, "max_bin": self.params.max_bin})
+        dtrain = lgb.Dataset(train.X, train.y, group=train.sizes, feature_name=train.names, params=self._dataset_params())
         dvalid = lgb.Dataset(valid.X, valid.y, group=valid.sizes, reference=dtrain)
+        return self._train(dtrain, dvalid)
+
+    def _train(self, dtrain, dvalid) -> "LGBRanker":
         self.booster = lgb.train(
-            params, dtrain, num_boost_round=self.params.n_estimators, valid_sets=[dvalid], valid_names=["valid"],
+            self._params(), dtrain, num_boost_round=self.params.n_estimators, valid_sets=[dvalid], valid_names=["valid"],
             callbacks=[lgb.early_stopping(self.params.early_stopping_rounds, first_metric_only=True, verbose=False)],
         )
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())

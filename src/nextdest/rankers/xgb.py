@@ -34,13 +34,26 @@ class XGBRanker(Ranker):
         }
 
     def _dmatrix(self, data: RankData, ref=None) -> xgb.DMatrix:
-        d = xgb.QuantileDMatrix(data.X, label=data.y, feature_names=data.names, ref=ref, max_bin=self.params.max_bin)
+        d = xgb.QuantileDMatrix(data.X, label=data.y, feature_names=data.names, ref=ref, max_bin=self.params.max_bin,
+                                nthread=self.n_threads)
         d.set_group(data.sizes)
         return d
 
+    def prepare(self, data: RankData, rows: np.ndarray):
+        """The histogram cuts, sketched once from every trainable row (features only, no labels):
+        each fold's matrices are binned against them instead of sketching their own."""
+        return self._dmatrix(data.take(rows))
+
+    def fit_rows(self, prepared, data: RankData, train_rows: np.ndarray, valid_rows: np.ndarray) -> "XGBRanker":
+        dtrain = self._dmatrix(data.take(train_rows), ref=prepared)
+        dvalid = self._dmatrix(data.take(valid_rows), ref=dtrain)  # the same cuts (XGBoost wants dtrain as the ref)
+        return self._train(dtrain, dvalid)
+
     def fit(self, train: RankData, valid: RankData) -> "XGBRanker":
         dtrain = self._dmatrix(train)
-        dvalid = self._dmatrix(valid, ref=dtrain)
+        return self._train(dtrain, self._dmatrix(valid, ref=dtrain))
+
+    def _train(self, dtrain, dvalid) -> "XGBRanker":
         self.booster = xgb.train(
             self._params(), dtrain, num_boost_round=self.params.n_estimators, evals=[(dvalid, "valid")],
             early_stopping_rounds=self.params.early_stopping_rounds, verbose_eval=False,
