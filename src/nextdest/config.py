@@ -135,7 +135,7 @@ class CandidatesConfig:
 @dataclass(frozen=True)
 class XGBConfig:
     enabled: bool = True
-    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map"] = "rank:ndcg"
+    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic"] = "binary:logistic"
     n_estimators: int = 800
     learning_rate: float = 0.05
     max_depth: int = 6
@@ -160,7 +160,7 @@ class LGBConfig:
 
 @dataclass(frozen=True)
 class RankersConfig:
-    n_folds: int = 5  # folds over the out-of-fold candidate table (grouped by trip)
+    n_folds: int = 3  # folds over the out-of-fold candidate table (grouped by trip)
     max_candidates: int = 40  # candidates per trip, by pool priority (candidates stage)
     n_threads: int = 0  # 0 = every core
     xgb: XGBConfig = field(default_factory=XGBConfig)

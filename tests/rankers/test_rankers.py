@@ -92,3 +92,40 @@ def test_lightgbm_results_do_not_depend_on_the_thread_count(ranker_exp):
         res = cross_fit(lambda: make_ranker("lgb_ranker", c, "cpu"), oof, test, feats, 3, c.seed, log=lambda m: None)
         scores.append((res.oof["score"].to_list(), res.test["score"].to_list()))
     assert scores[0] == scores[1]
+
+
+def test_ndcg4_by_hand():
+    from nextdest.rankers.base import ndcg4
+
+    # Trip A: true city first (1.0); trip B: two rows score higher, rank 3 (1 / log2 4 = 0.5);
+    # trip C: four rows score higher, rank 5 (0); trip D: no true city in its pool (not counted).
+    score = np.array([0.9, 0.1, 0.5, 0.7, 0.8, 0.1, 1, 2, 3, 4, 5, 0.3, 0.2])
+    y = np.zeros(len(score), dtype=np.float32)
+    y[[0, 2, 6]] = 1
+    total, count = ndcg4(score, y, np.array([0, 2, 6, 11]))
+    assert count == 3 and total == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker"])
+def test_lock_step_folds_stop_together_and_new_trees_add_up(ranker_exp, stage):
+    """Every group keeps the same number of trees; scores of trees [a, b) and [b, c) add up to
+    those of [a, c) up to one constant for every row (the fold loop accumulates held-out margins
+    that way; a constant changes no order)."""
+    from nextdest.rankers.base import candidate_tables, fit_groups
+
+    cfg, exp = ranker_exp
+    oof, test = load_candidates(exp / "candidates", cfg.rankers.max_candidates)
+    tables = candidate_tables(oof, test, feature_columns(oof), 3, cfg.seed)
+    res = fit_groups(lambda: make_ranker(stage, cfg, "cpu"), tables, 3, log=lambda m: None)
+    assert len(set(res.best_iterations)) == 1 and 1 <= res.best_iterations[0] <= res.info["rounds"]
+    assert res.info["rounds"] <= getattr(cfg.rankers, stage.split("_")[0]).n_estimators
+    data = tables.oof
+    model = make_ranker(stage, cfg, "cpu")
+    rows = np.arange(len(data.y))[(np.bincount(data.query_index(), weights=data.y) > 0)[data.query_index()]]
+    model.start(model.prepare(data, rows), data, rows)
+    model.boost(12)
+    X = data.X[:200]
+    diff = model.predict(X, 0, 5) + model.predict(X, 5, 12) - model.predict(X, 0, 12)
+    assert np.ptp(diff) < 1e-5 and np.ptp(model.predict(X, 0, 12)) > 1e-3
+    model.finish(7)
+    assert model.best_iteration == 7 and np.allclose(model.predict(X), model.predict(X, 0, 7), atol=1e-6)

@@ -1,6 +1,7 @@
 """LightGBM LambdaRank behind the :class:`~nextdest.rankers.base.Ranker` interface.
 
-Early stopping watches NDCG@4 on the held-out group. On a CUDA machine LightGBM runs on the GPU
+The fold loop stops on NDCG@4 pooled over the held-out groups. Every trainable row is binned once
+(:meth:`LGBRanker.prepare`) and each fold trains on a subset of that Dataset. On a CUDA machine LightGBM runs on the GPU
 only when the installed build supports it (``device_type="cuda"``, else the OpenCL ``"gpu"``);
 :func:`lgb_device` probes that once with a tiny training run and falls back to the CPU, saying why.
 """
@@ -40,8 +41,7 @@ class LGBRanker(Ranker):
         device_type, _why = lgb_device(self.device)
         return {
             "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [4],
+            "metric": "none",  # the fold loop scores the held-out groups itself
             "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves,
             "min_child_samples": p.min_child_samples,
@@ -68,30 +68,28 @@ class LGBRanker(Ranker):
                            feature_name=data.names, params=self._dataset_params(), free_raw_data=True)
         return full.construct(), np.asarray(rows)
 
-    def fit_rows(self, prepared, data: RankData, train_rows: np.ndarray, valid_rows: np.ndarray) -> "LGBRanker":
-        full, rows = prepared
-        dtrain = full.subset(np.searchsorted(rows, train_rows))
-        dvalid = full.subset(np.searchsorted(rows, valid_rows))
-        return self._train(dtrain, dvalid)
+    def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
+        full, kept = prepared
+        self.booster = lgb.Booster(self._params(), full.subset(np.searchsorted(kept, rows)))
 
-    def fit(self, train: RankData, valid: RankData) -> "LGBRanker":
-        dtrain = lgb.Dataset(train.X, train.y, group=train.sizes, feature_name=train.names, params=self._dataset_params())
-        dvalid = lgb.Dataset(valid.X, valid.y, group=valid.sizes, reference=dtrain)
-        return self._train(dtrain, dvalid)
+    def boost(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.booster.update()
+            self.n_trees += 1
 
-    def _train(self, dtrain, dvalid) -> "LGBRanker":
-        self.booster = lgb.train(
-            self._params(), dtrain, num_boost_round=self.params.n_estimators, valid_sets=[dvalid], valid_names=["valid"],
-            callbacks=[lgb.early_stopping(self.params.early_stopping_rounds, first_metric_only=True, verbose=False)],
-        )
-        self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
-        return self
+    def finish(self, n_trees: int) -> None:
+        self.best_iteration = n_trees
+        self.booster.free_dataset()
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(X, num_iteration=self.best_iteration), dtype=np.float64)
+    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
+        last = self.best_iteration if last is None else last
+        if last <= first:
+            return np.zeros(len(X))
+        out = self.booster.predict(X, start_iteration=first, num_iteration=last - first, raw_score=True)
+        return np.asarray(out, dtype=np.float64)
 
     def importance(self) -> dict[str, float]:
-        gain = self.booster.feature_importance(importance_type="gain")
+        gain = self.booster.feature_importance(importance_type="gain", iteration=self.best_iteration)
         return {n: float(g) for n, g in zip(self.booster.feature_name(), gain)}
 
     def describe(self) -> dict:

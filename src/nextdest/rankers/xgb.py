@@ -1,9 +1,11 @@
 """XGBoost learning-to-rank behind the :class:`~nextdest.rankers.base.Ranker` interface.
 
 ``rankers.xgb.objective`` picks ``rank:ndcg`` (LambdaMART), ``rank:pairwise`` or ``rank:map``;
-early stopping watches NDCG@4 on the held-out group (with one relevant city per trip, NDCG@4 is
-accuracy@4 weighted by position). ``device="cuda"`` when :func:`nextdest.device.resolve_device`
-says so, else the CPU ``hist`` tree method.
+the fold loop stops on NDCG@4 pooled over the held-out groups (with one relevant city per trip,
+NDCG@4 is accuracy@4 weighted by position). ``device="cuda"`` when
+:func:`nextdest.device.resolve_device` says so, else the CPU ``hist`` tree method. The quantile
+cuts are sketched once per cross-fit (:meth:`XGBRanker.prepare`) and every fold's matrix is binned
+against them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ class XGBRanker(Ranker):
         p = self.params
         return {
             "objective": p.objective,
-            "eval_metric": "ndcg@4",
             "eta": p.learning_rate,
             "max_depth": p.max_depth,
             "subsample": p.subsample,
@@ -44,25 +45,26 @@ class XGBRanker(Ranker):
         each fold's matrices are binned against them instead of sketching their own."""
         return self._dmatrix(data.take(rows))
 
-    def fit_rows(self, prepared, data: RankData, train_rows: np.ndarray, valid_rows: np.ndarray) -> "XGBRanker":
-        dtrain = self._dmatrix(data.take(train_rows), ref=prepared)
-        dvalid = self._dmatrix(data.take(valid_rows), ref=dtrain)  # the same cuts (XGBoost wants dtrain as the ref)
-        return self._train(dtrain, dvalid)
+    def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
+        self._dtrain = self._dmatrix(data.take(rows), ref=prepared)
+        self.booster = xgb.Booster(self._params(), [self._dtrain])
 
-    def fit(self, train: RankData, valid: RankData) -> "XGBRanker":
-        dtrain = self._dmatrix(train)
-        return self._train(dtrain, self._dmatrix(valid, ref=dtrain))
+    def boost(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.booster.update(self._dtrain, self.n_trees)
+            self.n_trees += 1
 
-    def _train(self, dtrain, dvalid) -> "XGBRanker":
-        self.booster = xgb.train(
-            self._params(), dtrain, num_boost_round=self.params.n_estimators, evals=[(dvalid, "valid")],
-            early_stopping_rounds=self.params.early_stopping_rounds, verbose_eval=False,
-        )
-        self.best_iteration = int(self.booster.best_iteration) + 1
-        return self
+    def finish(self, n_trees: int) -> None:
+        self.booster = self.booster[:n_trees]  # the kept trees only (predictions and importances)
+        self.best_iteration = n_trees
+        self._dtrain = None
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.inplace_predict(X, iteration_range=(0, self.best_iteration)), dtype=np.float64)
+    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
+        last = self.best_iteration if last is None else last
+        if last <= first:  # XGBoost reads an empty range as "every tree"
+            return np.zeros(len(X))
+        out = self.booster.inplace_predict(X, iteration_range=(first, last), predict_type="margin")
+        return np.asarray(out, dtype=np.float64)
 
     def importance(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.booster.get_score(importance_type="total_gain").items()}
