@@ -120,3 +120,13 @@ def test_run_sh_config_error_is_one_line_before_any_stage(tmp_path):
         assert res.stderr.startswith("error: command line: key") and res.stderr.count("\n") == 1, res.stderr
         assert "[data]" not in res.stdout
     assert not list(tmp_path.iterdir())  # nothing was created
+
+
+def test_a_model_may_set_its_own_number_of_negatives():
+    from nextdest.train import negatives
+
+    cfg = load_config(None, ["train.sampled_softmax=512", "models.transformer.sampled_softmax=0"])
+    assert negatives(cfg, "transformer") == 0  # its own: the full softmax
+    assert negatives(cfg, "gru") == 512  # -1: train.sampled_softmax
+    with pytest.raises(ConfigError):
+        load_config(None, ["models.mlp.sampled_softmax=-2"])

@@ -93,6 +93,7 @@ class GRUConfig:
     ctx_dim: int = 16  # per context field
     dropout: float = 0.1
     epochs: int = 0  # 0 = train.epochs
+    sampled_softmax: int = -1  # -1 = train.sampled_softmax
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class TransformerConfig:
     dropout: float = 0.1
     causal: bool = False  # true: each token attends to earlier tokens only
     epochs: int = 0
+    sampled_softmax: int = -1
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class MLPConfig:
     ctx_dim: int = 16
     dropout: float = 0.1
     epochs: int = 0
+    sampled_softmax: int = -1
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,10 @@ class XGBConfig:
     objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic"] = "binary:logistic"
     n_estimators: int = 800
     learning_rate: float = 0.05
-    max_depth: int = 6
+    max_depth: int = 5
     max_bin: int = 64
     subsample: float = 0.8
-    colsample_bytree: float = 0.8
+    colsample_bytree: float = 0.5
     early_stopping_rounds: int = 60
 
 
@@ -398,6 +401,7 @@ RANGES: dict[str, tuple] = {
     **{f"models.{m}.{k}": _at_least(1) for m in ("gru", "transformer", "mlp") for k in ("emb_dim", "ctx_dim")},
     **{f"models.{m}.dropout": _DROPOUT for m in ("gru", "transformer", "mlp")},
     **{f"models.{m}.epochs": _at_least(0) for m in ("gru", "transformer", "mlp")},
+    **{f"models.{m}.sampled_softmax": _at_least(-1) for m in ("gru", "transformer", "mlp")},
     "models.gru.hidden": _at_least(1),
     "models.mlp.hidden": _at_least(1),
     "models.transformer.n_layers": _at_least(1),

@@ -134,6 +134,13 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def negatives(cfg, name: str) -> int:
+    """Sampled-softmax negatives of model ``name``: its own ``sampled_softmax``, or
+    ``train.sampled_softmax`` when that is -1 (0 = the full softmax)."""
+    own = getattr(cfg.models, name).sampled_softmax
+    return cfg.train.sampled_softmax if own < 0 else own
+
+
 def fit(
     name: str,
     data: NNData,
@@ -169,9 +176,10 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported()) if device == "cuda" else None
     gen = torch.Generator().manual_seed(run_seed)
     sampler = None
-    if use_sampled_softmax(tcfg.sampled_softmax, data.dims.n_cities):
+    n_neg = negatives(cfg, name)
+    if use_sampled_softmax(n_neg, data.dims.n_cities):
         neg_gen = torch.Generator(device=device).manual_seed(run_seed + 1)
-        sampler = NegativeSampler.from_targets(dev_x.target, data.dims.n_cities, tcfg.sampled_softmax, neg_gen)
+        sampler = NegativeSampler.from_targets(dev_x.target, data.dims.n_cities, n_neg, neg_gen)
 
     history: list[dict] = []
     best_score, best_epoch, best_state = -1.0, 0, None
@@ -327,8 +335,8 @@ def run_model_stage(ctx) -> None:
     allocator = tune_allocator() if tcfg.allocator == "tuned" else "default"
     features_dir = ctx.input("features")
     data = load(features_dir)
-    softmax = (f"sampled softmax ({tcfg.sampled_softmax} negatives)" if use_sampled_softmax(tcfg.sampled_softmax, data.dims.n_cities)
-               else "full softmax")
+    n_neg = negatives(cfg, name)
+    softmax = f"sampled softmax ({n_neg} negatives)" if use_sampled_softmax(n_neg, data.dims.n_cities) else "full softmax"
     resolved = to_dict(cfg)
     jobs = [
         {"name": name, "fold": fold, "pos": pos, "seed": seed, "cfg": cfg, "device": device, "features_dir": features_dir,
