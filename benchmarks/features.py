@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from polars.testing import assert_frame_equal  # noqa: E402
 
 from features_pandas import build_features_pandas, to_pandas, to_polars  # noqa: E402
-from nextdest.bench import write_section  # noqa: E402
+from bench import write_section  # noqa: E402
 from nextdest.config import FeaturesConfig  # noqa: E402
 from nextdest.data.official import load_official  # noqa: E402
 from nextdest.device import resolve_polars_engine  # noqa: E402

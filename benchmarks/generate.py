@@ -3,7 +3,7 @@
     python benchmarks/generate.py --preset full [--seed 42] [--out DIR] [--no-write]
 
 Prints the timing and the calibration table and writes them into the "generator" section of
-BENCHMARKS.md (nextdest.bench.write_section). Only one full-scale generation should run at a
+BENCHMARKS.md (benchmarks/bench.py: write_section). Only one full-scale generation should run at a
 time (about 2.5 GB of peak memory, 1-1.5 min on 2 shared cores).
 """
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"(files in {out})")
     if not args.no_write:
-        from nextdest.bench import write_section
+        from bench import write_section
 
         path = write_section("generator", text)
         print(f"wrote section 'generator' of {path}")

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         *rows,
     ])
     if not args.no_write:
-        from nextdest.bench import write_section
+        from bench import write_section
 
         write_section("negatives", md)
     return 0

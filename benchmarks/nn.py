@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nextdest.bench import write_section  # noqa: E402
+from bench import write_section  # noqa: E402
+from nextdest.metrics import headroom  # noqa: E402
 from nextdest.config import load_config  # noqa: E402
 from nextdest.stages import experiment_dir, read_manifest, run_pipeline  # noqa: E402
 
@@ -39,11 +40,6 @@ def collect(cfg) -> str:
     gen_path = exp / "data" / "generator.json"
     ceiling = json.loads(gen_path.read_text()).get("ceiling_expected") if gen_path.exists() else None
     report = json.loads((exp / "features" / "features_report.json").read_text()) if (exp / "features" / "features_report.json").exists() else {}
-
-    def headroom(acc, prev):
-        if acc is None or prev is None or ceiling is None or ceiling <= prev:
-            return None
-        return (acc - prev) / (ceiling - prev)
 
     lines = [
         f"Experiment `{cfg.experiment}` (data.preset={cfg.data.preset}, folds {list(cfg.cv.train_folds)}, "
@@ -65,7 +61,7 @@ def collect(cfg) -> str:
         cv, te = m["cv_acc4"], m["test_acc4"]
         dcv = None if cv is None else cv - base["cv_acc4"]
         dte = None if te is None or base["test_acc4"] is None else te - base["test_acc4"]
-        hr = f"{fmt(headroom(cv, base['cv_acc4']), '.2f')} / {fmt(headroom(te, base['test_acc4']), '.2f')}"
+        hr = f"{fmt(headroom(cv, base['cv_acc4'], ceiling), '.2f')} / {fmt(headroom(te, base['test_acc4'], ceiling), '.2f')}"
         best = ", ".join(f"f{f}:{'/'.join(map(str, e))}" for f, e in m["best_epochs"].items())
         lines.append(
             f"| {name} | {fmt(cv)} | {fmt(te)} | {fmt(dcv, '+.4f')} | {fmt(dte, '+.4f')} | {hr} | "

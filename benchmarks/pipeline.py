@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main() -> int:
-    from nextdest.bench import write_section
+    from bench import write_section
     from nextdest.stages import STAGE_LIST
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -21,18 +21,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from nextdest.bench import write_section  # noqa: E402
+from bench import write_section  # noqa: E402
+from nextdest.metrics import headroom  # noqa: E402
 from nextdest.rankers.candidates import NEURAL_STAGES  # noqa: E402
 
 MARGIN = 0.005  # accuracy@4 a ranker must gain over the best neural model, and the blend over every component
 HEADROOM_TARGET = 0.60
 STAGES = ("baselines", "mlp", "gru", "transformer", "xgb_ranker", "lgb_ranker", "blend")
-
-
-def headroom(x, base, ceiling):
-    if x is None or base is None or ceiling is None or ceiling <= base:
-        return None
-    return (x - base) / (ceiling - base)
 
 
 def fmt(x, pct=False):

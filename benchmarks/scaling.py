@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nextdest.bench import write_section  # noqa: E402
+from bench import write_section  # noqa: E402
 from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest  # noqa: E402
 
 EXPERIMENTS = ("tiny", "base", "medium", "full")

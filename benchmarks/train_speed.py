@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         final += f" baseline_gru={base} speedup={rate['gru'] / base:.1f}x gru_full_epoch={FULL_EPOCH_ROWS / rate['gru']:.0f}s"
     lines += ["", f"`{final}`"]
     if not args.no_write:
-        from nextdest.bench import write_section
+        from bench import write_section
 
         write_section("train-speed", "\n".join(lines))
     print(final)

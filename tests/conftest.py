@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests run on CPU
 
-from nextdest.testing import TINY, tiny_config  # noqa: E402,F401
+from tiny import TINY, tiny_config  # noqa: E402,F401
 
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 
 from nextdest.blend import TRANSFORMS, accuracy4, build_matrix, coordinate_ascent, combine, fitting_view, rerank
 from nextdest.metrics import topk_metrics
-from nextdest.rankers.fakes import fake_experiment
+from fakes import fake_experiment
 from nextdest.stages import run_stage, stage_function
 
 

@@ -106,6 +106,7 @@ def test_submit_model_must_be_enabled_and_errors_name_the_file(tmp_path):
     assert load_config(exp, ["report.submit_model=lgb_ranker"]).report.submit_model == "lgb_ranker"
 
 
+@pytest.mark.slow
 def test_run_sh_config_error_is_one_line_before_any_stage(tmp_path):
     import os
     import subprocess

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nextdest.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,7 @@ def test_sizes_match_base_yaml():
             assert float(value) == float(getattr(getattr(cfg.models, name), key)), (name, key)
 
 
+@pytest.mark.slow
 def test_cpu_mode_runs_both_paths_on_small_shapes():
     env = {**os.environ, "DEVICE": "cpu", "CPU_STEPS": "2", "V": "3000", "ROWS": "4000", "BATCH": "64", "SAMPLED": "256",
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}

@@ -12,7 +12,7 @@ import pytest
 from nextdest.config import ROOT, load_config
 from nextdest.lock import LockError, acquire, read_lock, release
 from nextdest.stages import experiment_dir, run_pipeline
-from nextdest.testing import TINY, tiny_config
+from tiny import TINY, tiny_config
 
 
 def hold(exp, pid: int, command: str = "./run.sh (the first run)") -> None:
@@ -75,6 +75,7 @@ def test_lock_is_reentrant_for_its_holder_and_released_by_it_only(tmp_path, othe
     assert release(exp, holder=os.getpid()) is True and read_lock(exp) is None
 
 
+@pytest.mark.slow
 def test_run_sh_refuses_at_once_while_the_experiment_is_busy(artifacts, other_process):
     hold(artifacts / "base", other_process.pid)
     env = {**os.environ, "PYTHON": sys.executable, "NEXTDEST_ARTIFACTS": str(artifacts)}

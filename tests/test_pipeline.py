@@ -7,8 +7,10 @@ import os
 import polars as pl
 import pytest
 
-from nextdest.testing import tiny_config
+from tiny import tiny_config
 from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest, run_pipeline
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from nextdest.__main__ import main
 from nextdest.stages import run_stage
-from nextdest.testing import tiny_config
+from tiny import tiny_config
 
 
 @pytest.fixture(scope="module")

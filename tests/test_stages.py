@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nextdest.testing import tiny_config
+from tiny import tiny_config
 from nextdest.config import ROOT
 from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest, run_pipeline, run_stage
 
@@ -101,6 +101,7 @@ def test_run_sh_lists_every_stage_in_order():
         assert (ROOT / s.script).exists(), s.script
 
 
+@pytest.mark.slow
 def test_run_sh_only_and_rerun_skip(artifacts):
     env = {**os.environ, "PYTHON": sys.executable, "NEXTDEST_ARTIFACTS": str(artifacts)}
     cmd = [str(ROOT / "run.sh"), "--only", "data,folds", "data.preset=tiny", "cv.train_folds=[0]"]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from .folds import balanced_groups
 from .topk import read_topk, rerank, validation_truth, write_outputs
 
 COMPONENT_STAGES = ("baselines", "gru", "transformer", "mlp", "xgb_ranker", "lgb_ranker")
@@ -304,11 +305,10 @@ def scored_topk(mx: Matrix, weights: np.ndarray, choice: np.ndarray, k: int, mod
 
 
 def crossfit_groups(mx: Matrix, seed: int) -> np.ndarray:
-    """Group (0..CROSSFIT_GROUPS-1) of every row, by trip, balanced and deterministic by seed."""
+    """Group (0..CROSSFIT_GROUPS-1) of every row, by trip (trips are numbered in id order),
+    balanced and deterministic by seed."""
     n = int(mx.trip.max()) + 1 if len(mx.trip) else 0
-    group_of = np.empty(n, dtype=np.int64)
-    group_of[np.random.default_rng(seed).permutation(n)] = np.arange(n) % CROSSFIT_GROUPS
-    return group_of[mx.trip]
+    return balanced_groups(n, CROSSFIT_GROUPS, np.random.default_rng(seed))[mx.trip]
 
 
 # --------------------------------------------------------------------------- stage

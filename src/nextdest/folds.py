@@ -18,6 +18,23 @@ import polars as pl
 from .schema import FOLDS, conform
 
 
+def balanced_groups(n: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """Group 0..n_groups-1 of each of ``n`` items (in a fixed order: sort them first), shuffled by
+    ``rng`` and dealt round-robin, so group sizes differ by at most one. The one rule behind the
+    CV folds, the rankers' trip groups and the blend's cross-fit groups."""
+    group = np.empty(n, dtype=np.int64)
+    group[rng.permutation(n)] = np.arange(n) % n_groups
+    return group
+
+
+def trip_groups(trips: pl.Series, n_groups: int, seed: int) -> pl.DataFrame:
+    """(utrip_id, group) of every distinct trip: :func:`balanced_groups` over the sorted ids, so
+    independent of the input order and deterministic by ``seed``."""
+    ids = np.sort(trips.unique().to_numpy())
+    group = balanced_groups(len(ids), n_groups, np.random.default_rng(seed))
+    return pl.DataFrame({"utrip_id": ids, "group": group.astype(np.int32)})
+
+
 def assign_folds(train_trips: pl.Series, test_trips: pl.Series, n_folds: int, seed: int) -> pl.DataFrame:
     """Balanced random GroupKFold: each trip (train or test) gets one fold, deterministic by seed.
 
@@ -28,9 +45,7 @@ def assign_folds(train_trips: pl.Series, test_trips: pl.Series, n_folds: int, se
     parts = []
     for trips, is_test in ((train_trips, False), (test_trips, True)):
         ids = np.sort(trips.unique().to_numpy())  # sort first: independent of input order
-        perm = rng.permutation(len(ids))
-        fold = np.empty(len(ids), dtype=np.int8)
-        fold[perm] = np.arange(len(ids)) % n_folds
+        fold = balanced_groups(len(ids), n_folds, rng).astype(np.int8)
         parts.append(pl.DataFrame({"utrip_id": ids, "fold": fold, "is_test": np.full(len(ids), is_test)}))
     out = pl.concat(parts).sort("utrip_id")
     return conform(out, FOLDS, "folds")

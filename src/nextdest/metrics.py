@@ -23,6 +23,14 @@ def accuracy_at_4_submission(submission: pl.DataFrame, truth: pl.DataFrame) -> f
     return float(merged.select(hits.cast(pl.Float64).mean()).item())
 
 
+def headroom(acc: float | None, base: float | None, ceiling: float | None) -> float | None:
+    """Share of the gap between a baseline (the previous-city one) and the ceiling that ``acc``
+    closes: ``(acc - base) / (ceiling - base)``; None when a figure is missing or the gap is empty."""
+    if acc is None or base is None or ceiling is None or ceiling <= base:
+        return None
+    return (acc - base) / (ceiling - base)
+
+
 def topk_metrics(topk: pl.DataFrame, truth: pl.DataFrame, ks: tuple[int, ...] = (1, 4, 10)) -> dict[str, float]:
     """accuracy@k for each k and MRR@10 of a top-k table (utrip_id, city_id, rank) against truth
     (utrip_id, city_id). The denominator is the number of truth trips."""

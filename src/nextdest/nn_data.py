@@ -60,9 +60,6 @@ class Tensors:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return Tensors(self.cities[idx], self.countries[idx], self.ctx[idx], self.target[idx])
 
-    def inputs(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (self.cities.to(device), self.countries.to(device), self.ctx.to(device))
-
 
 def ctx_sizes(feat: pl.DataFrame) -> tuple[int, ...]:
     """Cardinality of every context field (vocabulary fields: the table's max index + 1)."""
@@ -128,7 +125,6 @@ class NNData:
     city_ids: np.ndarray  # city_idx -> raw city_id (0 for pad/rare)
     input_lut: np.ndarray  # city_idx -> input_idx
     city_country: np.ndarray  # city_idx -> country_idx (the output head's country part)
-    cities: pl.DataFrame
 
     def rows(self, mask: pl.Expr) -> np.ndarray:
         """Row numbers where ``mask`` holds."""
@@ -164,4 +160,4 @@ def load(features_dir: Path, n_lags: int | None = None) -> NNData:
     city_country[cities["city_idx"].to_numpy()] = cities["country_idx"].to_numpy()
     tensors = encode(feat, lut, dims)
     keep = ["utrip_id", "fold", "is_test", "is_concealed", "is_last", "is_reversed", "pos", "city_id"]
-    return NNData(feat.select(keep), tensors, dims, city_ids, lut, city_country, cities)
+    return NNData(feat.select(keep), tensors, dims, city_ids, lut, city_country)

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from .config import ROOT
+from .metrics import headroom
 from .stages import STAGE_LIST, StageError
 from .submission import build_submission, validate_submission, write_submission
 from .topk import read_topk
@@ -37,13 +38,6 @@ def collect_metrics(ctx) -> dict[str, dict]:
         for name, m in json.loads(path.read_text())["models"].items():
             out[name] = {**m, "stage": spec.name}
     return dict(sorted(out.items(), key=lambda kv: MODEL_ORDER.index(kv[0]) if kv[0] in MODEL_ORDER else 99))
-
-
-def headroom(acc: float | None, base: float | None, ceiling: float | None) -> float | None:
-    """Share of the gap between the previous-city baseline and the ceiling that ``acc`` closes."""
-    if acc is None or base is None or ceiling is None or ceiling <= base:
-        return None
-    return (acc - base) / (ceiling - base)
 
 
 def _fmt(x, pct: bool = False) -> str:

@@ -43,15 +43,6 @@ def read_topk(path) -> pl.DataFrame:
     return check(pl.read_parquet(path), TOPK, str(path))
 
 
-def top4_table(topk: pl.DataFrame) -> pl.DataFrame:
-    """Wide view: utrip_id, city_id_1..city_id_4 (null where fewer than 4)."""
-    top = topk.filter(pl.col("rank") <= 4).sort(["utrip_id", "rank"])
-    wide = top.group_by("utrip_id", maintain_order=True).agg(pl.col("city_id"))
-    return wide.select(
-        "utrip_id", *[pl.col("city_id").list.get(i, null_on_oob=True).alias(f"city_id_{i + 1}") for i in range(4)]
-    )
-
-
 def validation_truth(features: pl.DataFrame | pl.LazyFrame, folds: tuple[int, ...] | None = None) -> pl.DataFrame:
     """The CV targets: (utrip_id, city_id, fold) of the last row of every train trip, optionally
     only for ``folds``."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nextdest.testing import tiny_config
+from tiny import tiny_config
 from nextdest import train as train_mod
 from nextdest.folds import all_valid_mask
 from nextdest.schema import TOPK, check
@@ -92,6 +92,7 @@ def test_metrics_and_model_files(stages, name):
         assert int(meta["vocab"]["city_id"].gt(0).sum()) > 0
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_after_kill(tiny_upstream, tmp_path, monkeypatch, capsys):
     cfg = tiny_config(*FAST, "train.epochs=3", "train.patience=0", "cv.train_folds=[0]")
     # Uninterrupted reference run.

@@ -10,7 +10,7 @@ import pytest
 
 from nextdest.folds import valid_mask
 from nextdest.rankers.candidates import feature_columns
-from nextdest.rankers.fakes import fake_experiment
+from fakes import fake_experiment
 from nextdest.stages import run_stage, stage_function
 from nextdest.stats import transitions
 from nextdest.topk import read_topk

@@ -9,9 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nextdest.rankers.base import cross_fit, load_candidates, make_ranker, query_sizes, trip_groups
+from nextdest.folds import trip_groups
+from nextdest.rankers.base import cross_fit, load_candidates, make_ranker, query_sizes
 from nextdest.rankers.candidates import feature_columns
-from nextdest.rankers.fakes import fake_experiment
+from fakes import fake_experiment
 from nextdest.stages import run_stage, stage_function
 from nextdest.topk import read_topk
 
@@ -81,7 +82,7 @@ def test_ranker_stage_outputs(ranker_exp, stage):
 def test_lightgbm_results_do_not_depend_on_the_thread_count(ranker_exp):
     """LightGBM runs with deterministic=True (so rankers.n_threads is not in its cache key);
     XGBoost's thread count is in its key instead."""
-    from nextdest.testing import tiny_config
+    from tiny import tiny_config
 
     cfg, exp = ranker_exp
     oof, test = load_candidates(exp / "candidates", cfg.rankers.max_candidates)

@@ -84,11 +84,6 @@ def _load(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return train, test, truth
 
 
-def _top4(counter_items: list[tuple[int, int]]) -> list[int]:
-    """4 most frequent (ties: smaller id) from (id, count) pairs."""
-    return [c for c, _ in sorted(counter_items, key=lambda x: (-x[1], x[0]))[:4]]
-
-
 def _fill(first: list[int], *fallbacks: list[int]) -> list[int]:
     out: list[int] = []
     for lst in (first, *fallbacks):

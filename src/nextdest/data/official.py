@@ -26,7 +26,6 @@ from ..schema import OFFICIAL_COLUMNS, RESERVATIONS, TRUTH, TRUTH_COLUMNS, confo
 MAX_LISTED = 5
 INT_COLUMNS = ("user_id", "city_id", "affiliate_id")
 DATE_COLUMNS = ("checkin", "checkout")
-TEXT_COLUMNS = ("device_class", "booker_country", "utrip_id")
 
 
 # The challenge-era test_set.csv's two more columns (user_id, checkin, checkout, device_class,

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import polars as pl
-
 from .official import DataError, load_official, official_paths, public_release_check
 
 
@@ -67,12 +65,3 @@ def run_data_stage(ctx) -> None:
     for note in report.notes:
         ctx.log(note)
 
-
-def load_stage_tables(data_dir) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    """(train, test, truth or None) from a finished data stage folder."""
-    truth = data_dir / "truth.parquet"
-    return (
-        pl.read_parquet(data_dir / "train.parquet"),
-        pl.read_parquet(data_dir / "test.parquet"),
-        pl.read_parquet(truth) if truth.exists() else None,
-    )

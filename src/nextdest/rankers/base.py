@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from ..folds import trip_groups
 from ..topk import rerank, write_outputs
 from .candidates import check_candidates, feature_columns
 
@@ -44,12 +45,8 @@ class RankData:
     sizes: np.ndarray
     names: list[str] = field(default_factory=list)
 
-    @property
-    def n_queries(self) -> int:
-        return len(self.sizes)
-
     def query_index(self) -> np.ndarray:
-        """The query (0..n_queries-1) of every row."""
+        """The query (0..len(sizes)-1) of every row."""
         return np.repeat(np.arange(len(self.sizes)), self.sizes)
 
     def take(self, rows: np.ndarray) -> "RankData":
@@ -94,21 +91,9 @@ def to_rankdata(df: pl.DataFrame, features: list[str]) -> RankData:
     return RankData(feature_matrix(df, features), y, query_sizes(df["utrip_id"]), list(features))
 
 
-def trip_groups(trips: pl.Series, n_groups: int, seed: int) -> pl.DataFrame:
-    """GroupKFold by trip: each distinct trip gets one group in 0..n_groups-1, balanced, deterministic
-    by ``seed`` and independent of the input order. Columns: utrip_id, group."""
-    ids = np.sort(trips.unique().to_numpy())
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    group = np.empty(len(ids), dtype=np.int32)
-    group[perm] = np.arange(len(ids)) % n_groups
-    return pl.DataFrame({"utrip_id": ids, "group": group})
-
-
 # --------------------------------------------------------------------------- interface
 class Ranker(ABC):
     """A learning-to-rank model over query groups. Subclasses wrap one library."""
-
-    name: str = "ranker"
 
     def __init__(self, params, seed: int, device: str, n_threads: int):
         self.params = params  # the library's section of the config (XGBConfig, LGBConfig)
@@ -248,7 +233,7 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
     data, X_test = tables.oof, tables.X_test
     features = data.names
     q = data.query_index()
-    pos_col = (np.bincount(q, weights=data.y, minlength=data.n_queries) > 0)[q]  # the trip's true city is in its pool
+    pos_col = (np.bincount(q, weights=data.y, minlength=len(data.sizes)) > 0)[q]  # the trip's true city is in its pool
     group_col = tables.oof_keys["group"].to_numpy()
     t_start = time.perf_counter()
     models = [factory() for _ in range(n_groups)]

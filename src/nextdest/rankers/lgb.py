@@ -34,8 +34,6 @@ def lgb_device(device: str) -> tuple[str, str]:
 
 
 class LGBRanker(Ranker):
-    name = "lgb"
-
     def _params(self) -> dict:
         p = self.params
         device_type, _why = lgb_device(self.device)

@@ -17,8 +17,6 @@ from .base import RankData, Ranker
 
 
 class XGBRanker(Ranker):
-    name = "xgb"
-
     def _params(self) -> dict:
         p = self.params
         return {

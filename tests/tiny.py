@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import Config, load_config
+from nextdest.config import Config, load_config
 
 TINY = [
     "data.preset=tiny",

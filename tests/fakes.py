@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ..topk import read_topk, rerank
+from nextdest.topk import read_topk, rerank
 
 
 def fake_topk(base: pl.DataFrame, truth: pl.DataFrame, model: str, hit_rate: float, max_rank: int, seed: int, k: int = 50) -> pl.DataFrame:
@@ -41,7 +41,7 @@ def fake_topk(base: pl.DataFrame, truth: pl.DataFrame, model: str, hit_rate: flo
 def write_fake_stage(exp_dir: Path, stage: str, hit_rate: float, max_rank: int, seed: int) -> None:
     """Write ``exp_dir/stage`` as a finished model stage whose one model (named ``stage``) is a
     fake built from the baselines' ``prev_city`` tables and the CV / test truth."""
-    from ..folds import all_valid_mask
+    from nextdest.folds import all_valid_mask
 
     feat = pl.read_parquet(exp_dir / "features" / "features.parquet")
     cv_truth = feat.filter(all_valid_mask()).select("utrip_id", "city_id")
