@@ -5,7 +5,7 @@
 #   ./run.sh test [pytest args]                set up, then run the test suite
 #   ./run.sh --config configs/medium.yaml      another experiment (its name = the file's name)
 #   ./run.sh --only blend                      one stage (repeatable, or a comma list); cached inputs reused
-#   ./run.sh --from gru                        that stage and every later one
+#   ./run.sh --from candidates                 that stage and every later one
 #   ./run.sh --force                           rerun the selected stages even when cached
 #   ./run.sh train.epochs=2 cv.train_folds=[0] dotted overrides, passed to every stage
 #
@@ -13,8 +13,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$(pwd)
-
-STAGES=(data folds features baselines gru transformer mlp candidates xgb_ranker lgb_ranker blend report)
 
 setup() {
   if [[ -n "${PYTHON:-}" ]]; then
@@ -42,11 +40,21 @@ setup() {
   echo "[setup] python: $PY"
 }
 
-script_for() {
-  local f
-  for f in pipelines/[0-9][0-9]_"$1".py; do
-    [[ -e $f ]] && { echo "$f"; return 0; }
-  done
+# The stages, in order, and the command of each: the package derives them from its registry of
+# models and rankers (python -m nextdest stages).
+load_stages() {
+  STAGES=()
+  declare -gA COMMAND=()
+  local name cmd
+  while read -r name cmd; do
+    STAGES+=("$name")
+    COMMAND[$name]=$cmd
+  done < <("$PY" -m nextdest stages --plain)
+  [[ ${#STAGES[@]} -gt 0 ]] || { echo "could not list the stages (python -m nextdest stages)" >&2; exit 1; }
+}
+
+check_stage() {
+  [[ -n ${COMMAND[$1]:-} ]] && return 0
   echo "unknown stage '$1' (stages: ${STAGES[*]})" >&2
   return 1
 }
@@ -79,18 +87,19 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -f $CONFIG ]] || { echo "config file not found: $CONFIG" >&2; exit 2; }
 
+setup
+load_stages
 SELECTED=()
 if [[ ${#ONLY[@]} -gt 0 ]]; then
-  for s in "${ONLY[@]}"; do script_for "$s" >/dev/null; SELECTED+=("$s"); done
+  for s in "${ONLY[@]}"; do check_stage "$s"; SELECTED+=("$s"); done
 elif [[ -n $FROM ]]; then
-  script_for "$FROM" >/dev/null
+  check_stage "$FROM"
   on=0
   for s in "${STAGES[@]}"; do [[ $s == "$FROM" ]] && on=1; [[ $on == 1 ]] && SELECTED+=("$s"); done
 else
   SELECTED=("${STAGES[@]}")
 fi
 
-setup
 # One run per experiment: check the whole config and take artifacts/<experiment>/.lock for this
 # shell before any stage starts (a second run of the experiment is refused, naming this one); the
 # stage processes find the lock held by their run (NEXTDEST_LOCK_HOLDER). Released on exit; if this
@@ -100,6 +109,7 @@ export NEXTDEST_LOCK_HOLDER=$$
 trap '"$PY" -m nextdest unlock --config "$CONFIG"' EXIT
 START=$SECONDS
 for s in "${SELECTED[@]}"; do
-  "$PY" "$(script_for "$s")" --config "$CONFIG" "${FORCE[@]}" "${OVERRIDES[@]}"
+  read -ra cmd <<<"${COMMAND[$s]}"
+  "$PY" "${cmd[@]}" --config "$CONFIG" "${FORCE[@]}" "${OVERRIDES[@]}"
 done
 echo "[run] ${#SELECTED[@]} stage(s) finished in $((SECONDS - START))s"

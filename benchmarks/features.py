@@ -18,6 +18,7 @@ to pandas before the pandas clock starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -35,7 +36,7 @@ from polars.testing import assert_frame_equal  # noqa: E402
 
 from features_pandas import build_features_pandas, to_pandas, to_polars  # noqa: E402
 from bench import write_section  # noqa: E402
-from nextdest.config import FeaturesConfig  # noqa: E402
+from nextdest.config import load_config  # noqa: E402
 from nextdest.data.official import load_official  # noqa: E402
 from nextdest.device import resolve_polars_engine  # noqa: E402
 from nextdest.features import build_features  # noqa: E402
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded {train.height:,} train + {test.height:,} test rows in {t_load:.1f}s", flush=True)
 
     engine, why = resolve_polars_engine("auto")
-    fcfg = FeaturesConfig(engine=engine, reverse_augment=args.reverse)
+    fcfg = dataclasses.replace(load_config(None).features, engine=engine, reverse_augment=args.reverse)  # base.yaml's defaults
     pl_wall, pl_cpu, pl_mem, (feats, cities, vocab) = timed(
         lambda: build_features(train, test, folds, fcfg, engine=engine), args.repeat
     )

@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from bench import write_section  # noqa: E402
 from nextdest.metrics import headroom  # noqa: E402
 from nextdest.config import load_config  # noqa: E402
-from nextdest.stages import experiment_dir, read_manifest, run_pipeline  # noqa: E402
+from nextdest.stages import STAGE_LIST, experiment_dir, read_manifest, run_pipeline  # noqa: E402
 
-MODELS = ("gru", "transformer", "mlp")
+MODELS = tuple(s.name for s in STAGE_LIST if s.kind == "model")
 UPSTREAM = ["data", "folds", "features", "baselines"]
 
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if not args.collect_only:
-        run_pipeline(cfg, UPSTREAM + [m for m in MODELS if getattr(cfg.models, m).enabled])
+        run_pipeline(cfg, UPSTREAM + list(MODELS))
     md = collect(cfg)
     print(md)
     write_section("models", md)

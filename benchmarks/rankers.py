@@ -23,11 +23,12 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from bench import write_section  # noqa: E402
 from nextdest.metrics import headroom  # noqa: E402
-from nextdest.rankers.candidates import NEURAL_STAGES  # noqa: E402
+from nextdest.stages import STAGE_LIST  # noqa: E402
 
 MARGIN = 0.005  # accuracy@4 a ranker must gain over the best neural model, and the blend over every component
 HEADROOM_TARGET = 0.60
-STAGES = ("baselines", "mlp", "gru", "transformer", "xgb_ranker", "lgb_ranker", "blend")
+STAGES = tuple(s.name for s in STAGE_LIST if s.topk)
+KIND = {s.name: s.kind for s in STAGE_LIST}
 
 
 def fmt(x, pct=False):
@@ -50,8 +51,8 @@ def targets(models: dict, base: dict, ceiling) -> list[str]:
     """The quality targets of the rankers/blend issue, each checked on these figures: every ranker
     beats the best neural model, and the blend every component, by >= MARGIN on CV with the same
     order on test; the blend captures >= HEADROOM_TARGET of the headroom on test."""
-    nn = {n: m for n, m in models.items() if m["stage"] in NEURAL_STAGES}
-    rankers = {n: m for n, m in models.items() if m["stage"].endswith("_ranker")}
+    nn = {n: m for n, m in models.items() if KIND[m["stage"]] == "model"}
+    rankers = {n: m for n, m in models.items() if KIND[m["stage"]] == "ranker"}
     blend = models.get("blend")
     out = ["Targets (CV decides; test must keep the order):", ""]
     if nn:

@@ -49,15 +49,15 @@ def worker(name: str, overrides: list[str], steps: int, threads: int, profile: b
     allocator = tune_allocator() if tcfg.allocator == "tuned" else "default"
     import torch
 
-    from nextdest.models import Dims, build_model, net_config
+    from nextdest.models import MODELS, Batch, Dims, build_model
     from nextdest.models.optim import make_optimizer
-    from nextdest.models.step import Batch, NegativeSampler, train_step, use_sampled_softmax
+    from nextdest.models.step import NegativeSampler, train_step, use_sampled_softmax
 
     torch.set_num_threads(threads or tcfg.num_threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     dims = Dims(n_cities=V, n_countries=N_COUNTRIES, seq_len=SEQ_LEN, ctx_sizes=CTX_SIZES)
-    model = build_model(name, net_config(name, getattr(cfg.models, name), dims))
+    model = build_model(name, cfg.section(MODELS[name].section), dims)
     country = torch.arange(V) % (N_COUNTRIES - 2) + 2
     model.head.set_city_country(country)
     model.train()

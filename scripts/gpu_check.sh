@@ -20,9 +20,9 @@ import os, sys, time
 
 import torch
 
-from nextdest.models import Dims, build_model, net_config
+from nextdest.models import Batch, Dims, build_model
 from nextdest.models.optim import make_optimizer
-from nextdest.models.step import Batch, NegativeSampler, train_step
+from nextdest.models.step import NegativeSampler, train_step
 from nextdest.perf import tune_allocator
 
 env = os.environ.get
@@ -35,9 +35,10 @@ STEPS, CPU_STEPS = int(env("STEPS", "300")), int(env("CPU_STEPS", "5"))
 B, V, ROWS = int(env("BATCH", "1024")), int(env("V", "40000")), int(env("ROWS", "1700000"))
 SAMPLED = int(env("SAMPLED", "2048"))
 dims = Dims(n_cities=V, n_countries=195, seq_len=6, ctx_sizes=(13, 7, 7, 2, 4, 31, 32, 61, 61, 31, 31, 31, 7, 5, 1100))
-HPARAMS = {  # configs/base.yaml's sizes (tests/test_gpu_check.py keeps them equal)
-    "gru": {"emb_dim": 64, "hidden": 128, "ctx_dim": 16, "dropout": 0.1},
-    "transformer": {"emb_dim": 64, "n_layers": 2, "n_heads": 4, "ctx_dim": 16, "dropout": 0.1},
+HPARAMS = {  # configs/base.yaml's sections (no yaml here; tests/test_gpu_check.py keeps them equal)
+    "gru": {"enabled": True, "emb_dim": 64, "dropout": 0.1, "epochs": 0, "sampled_softmax": -1, "hidden": 128, "ctx_dim": 16},
+    "transformer": {"enabled": True, "emb_dim": 64, "dropout": 0.1, "epochs": 0, "sampled_softmax": -1, "n_layers": 2,
+                    "n_heads": 4, "ctx_dim": 16, "causal": False},
 }
 MODES = {"full": (0, "adamw"), "sampled": (SAMPLED, "sparse_adamw")}
 print(f"torch {torch.__version__}; CUDA: {torch.cuda.get_device_name(0) if has_cuda else 'none'}; "
@@ -59,7 +60,7 @@ def run(name, mode, device, steps, rows):
     n_neg, opt_kind = MODES[mode]
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    model = build_model(name, net_config(name, HPARAMS[name], dims))
+    model = build_model(name, HPARAMS[name], dims)
     model.head.set_city_country(torch.arange(V) % 193 + 2)
     model.to(device).train()
     cities, countries, ctx, target = data(rows, device, g)

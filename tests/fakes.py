@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from nextdest.topk import read_topk, rerank
+from nextdest.artifacts import read_topk
+from nextdest.registry import components
+from nextdest.topk import rerank
 
 
 def fake_topk(base: pl.DataFrame, truth: pl.DataFrame, model: str, hit_rate: float, max_rank: int, seed: int, k: int = 50) -> pl.DataFrame:
@@ -50,7 +52,7 @@ def write_fake_stage(exp_dir: Path, stage: str, hit_rate: float, max_rank: int, 
     out = exp_dir / stage
     out.mkdir(parents=True, exist_ok=True)
     for split, truth in (("oof", cv_truth), ("test", test_truth)):
-        base = read_topk(exp_dir / "baselines" / f"{split}_topk.parquet").filter(pl.col("model") == "prev_city")
+        base = read_topk(exp_dir / "baselines", split).filter(pl.col("model") == "prev_city")
         fake_topk(base, truth, stage, hit_rate, max_rank, seed).write_parquet(out / f"{split}_topk.parquet")
     (out / "metrics.json").write_text(json.dumps({"models": {stage: {"cv_acc4": None, "test_acc4": None, "seconds": 0.0}}}))
     (out / "manifest.json").write_text(json.dumps({"stage": stage, "outputs": {}, "outputs_digest": f"fake:{stage}:{hit_rate}:{max_rank}:{seed}"}))
@@ -58,12 +60,12 @@ def write_fake_stage(exp_dir: Path, stage: str, hit_rate: float, max_rank: int, 
 
 def fake_experiment(exp_dir: Path, root: Path) -> Path:
     """Copy the finished experiment ``exp_dir`` (data, folds, features, baselines) under ``root``
-    (an artifacts root) and add fake gru / transformer / mlp stages of decreasing strength.
+    (an artifacts root) and add a fake stage for every registered model, of decreasing strength.
     Returns the copy's folder; point ``NEXTDEST_ARTIFACTS`` at ``root`` to run stages on it."""
     import shutil
 
     dst = Path(root) / Path(exp_dir).name
     shutil.copytree(exp_dir, dst)
-    for i, (stage, hit) in enumerate((("gru", 0.5), ("transformer", 0.4), ("mlp", 0.3))):
-        write_fake_stage(dst, stage, hit_rate=hit, max_rank=8, seed=i)
+    for i, c in enumerate(components("model")):
+        write_fake_stage(dst, c.name, hit_rate=max(0.5 - 0.1 * i, 0.1), max_rank=8, seed=i)
     return dst

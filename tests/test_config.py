@@ -6,22 +6,29 @@ import yaml
 from nextdest.config import BASE_CONFIG, Config, ConfigError, load_config, to_dict
 
 
-def test_base_yaml_lists_exactly_the_dataclass_keys():
+def test_base_yaml_is_the_one_source_of_defaults(tmp_path, monkeypatch):
+    """The dataclasses declare types and ranges only: every value comes from base.yaml, whose keys
+    are exactly the dataclasses' (a missing key is an error naming it, an extra one too)."""
+    import nextdest.config as config_mod
+
+    def no_defaults(cls):
+        for f in dataclasses.fields(cls):
+            if cls is Config and f.name == "experiment":
+                continue
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls.__name__, f.name)
+            tp = config_mod._hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                no_defaults(tp)
+
+    no_defaults(Config)
     data = yaml.safe_load(BASE_CONFIG.read_text())
-    expected = to_dict(Config())
-    expected.pop("experiment")
-
-    def keys(d, prefix=""):
-        out = set()
-        for k, v in d.items():
-            out.add(prefix + k)
-            if isinstance(v, dict):
-                out |= keys(v, prefix + k + ".")
-        return out
-
-    assert keys(data) == keys(expected)
-    # and base.yaml's values are the dataclass defaults
-    assert to_dict(load_config(BASE_CONFIG)) == {**expected, "experiment": "base"}
+    assert to_dict(load_config(BASE_CONFIG)) == {**data, "experiment": "base"}
+    del data["models"]["gru"]["hidden"]
+    broken = tmp_path / "base.yaml"
+    broken.write_text(yaml.safe_dump(data))
+    monkeypatch.setattr(config_mod, "BASE_CONFIG", broken)
+    with pytest.raises(ConfigError, match=r"key 'models.gru.hidden' is missing"):
+        load_config(broken)
 
 
 def test_layering_overrides_and_experiment_name(tmp_path):
@@ -31,7 +38,7 @@ def test_layering_overrides_and_experiment_name(tmp_path):
     assert cfg.experiment == "myexp"
     assert cfg.train.epochs == 7 and cfg.train.lr == 0.001
     assert cfg.cv.train_folds == (0, 2)
-    assert cfg.models.gru.hidden == 64 and cfg.models.transformer.emb_dim == Config().models.transformer.emb_dim  # untouched default
+    assert cfg.models.gru.hidden == 64 and cfg.models.transformer.emb_dim == load_config(None).models.transformer.emb_dim  # untouched default
     assert cfg.data.preset == "tiny"
     assert dataclasses.is_dataclass(cfg)
     with pytest.raises(dataclasses.FrozenInstanceError):

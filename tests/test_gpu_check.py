@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nextdest.config import load_config
+from nextdest.config import load_config, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -20,9 +20,12 @@ def test_sizes_match_base_yaml():
     text = SCRIPT.read_text()
     cfg = load_config(None, [])
     for name in ("gru", "transformer"):
-        block = re.search(rf'"{name}": \{{(.*?)\}}', text).group(1)
-        for key, value in re.findall(r'"(\w+)": ([\d.]+)', block):
-            assert float(value) == float(getattr(getattr(cfg.models, name), key)), (name, key)
+        block = re.search(rf'"{name}": \{{(.*?)\}}', text, re.S).group(1)
+        section = to_dict(getattr(cfg.models, name))
+        found = dict(re.findall(r'"(\w+)": ([-\w.]+)', block))
+        assert set(found) == set(section), name  # every key of the section, as build_model needs
+        for key, value in found.items():
+            assert value == str(section[key]), (name, key)
 
 
 @pytest.mark.slow

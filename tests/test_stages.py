@@ -93,12 +93,46 @@ def test_manifest_records_config_inputs_code_and_resolved_config(artifacts):
     assert "folds.parquet" in man["outputs"]
 
 
-def test_run_sh_lists_every_stage_in_order():
+def test_stage_graph_comes_from_the_registry(capsys):
+    """One stage per registered model and ranker; candidates, blend and report read every top-k
+    stage before them; one script per stage kind; run.sh asks the package for the list."""
+    from nextdest.__main__ import main
+    from nextdest.registry import components
+
+    models, rankers = [c.name for c in components("model")], [c.name for c in components("ranker")]
+    names = [s.name for s in STAGE_LIST]
+    assert names == ["data", "folds", "features", "baselines", *models, "candidates", *rankers, "blend", "report"]
+    stages = {s.name: s for s in STAGE_LIST}
+    assert stages["candidates"].deps == ("data", "features", "baselines", *models)
+    assert stages["blend"].deps == ("data", "features", "baselines", *models, *rankers)
+    assert stages["report"].deps == ("data", "baselines", *models, *rankers, "blend")
+    assert {stages[m].command[0] for m in models} == {"pipelines/05_model.py"}
+    assert all(stages[m].command[1:] == [m] for m in models + rankers)
+    scripts = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipelines").glob("*.py"))
+    assert scripts == sorted({s.script for s in STAGE_LIST})
+    assert main(["stages", "--plain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [l.split()[0] for l in lines] == names and lines[4].split()[1:] == stages[models[0]].command
     text = (ROOT / "run.sh").read_text()
-    line = next(l for l in text.splitlines() if l.startswith("STAGES=("))
-    assert line[len("STAGES=("):-1].split() == [s.name for s in STAGE_LIST]
-    for s in STAGE_LIST:
-        assert (ROOT / s.script).exists(), s.script
+    assert "-m nextdest stages --plain" in text
+    for name in models + rankers:
+        assert name not in text
+
+
+def test_code_key_follows_the_imports():
+    """A stage's code key covers the modules its function imports (transitively), not others."""
+    from nextdest.stages import STAGES, code_files
+
+    rel = lambda spec: {p.relative_to(ROOT / "src" / "nextdest").as_posix() for p in code_files(spec)}  # noqa: E731
+    blend = rel(STAGES["blend"])
+    assert {"blend.py", "folds.py", "topk.py", "schema.py", "artifacts.py", "metrics.py"} <= blend  # folds via topk.validation_truth
+    assert not any(f.startswith("models/") for f in blend)
+    first_model = next(s for s in STAGE_LIST if s.kind == "model")
+    other_model = [s for s in STAGE_LIST if s.kind == "model"][1]
+    files = rel(first_model)
+    assert {"train.py", "nn_data.py", "models/base.py", "models/step.py", f"models/{first_model.name}.py"} <= files
+    assert f"models/{other_model.name}.py" not in files
+    assert rel(STAGES["folds"]) >= {"folds.py", "schema.py", "artifacts.py"}
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ def table():
     train = random_trips(80, 1, False, "a")
     test = random_trips(20, 2, True, "b")
     folds = assign_folds(train["utrip_id"], test["utrip_id"], N_FOLDS, seed=7)
-    cfg = FeaturesConfig(engine="cpu", rare_city_min_count=1, rare_affiliate_min_count=1, reverse_augment=True)
+    cfg = FeaturesConfig(engine="cpu", n_lags=5, rare_city_min_count=1, rare_affiliate_min_count=1, reverse_augment=True)
     feats, _, _ = build_features(train, test, folds, cfg)
     return feats, folds
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from nextdest.config import Config, load_config
+from nextdest.registry import components
+
+# Small sizes for every registered model that has such a key (a new model gets them too).
+SMALL_MODEL = {"emb_dim": 32, "hidden": 64, "ctx_dim": 8}
 
 TINY = [
     "data.preset=tiny",
@@ -14,16 +20,9 @@ TINY = [
     "train.num_threads=1",
     "train.workers=1",
     "rankers.n_threads=1",
-    "models.gru.emb_dim=32",
-    "models.gru.hidden=64",
-    "models.gru.ctx_dim=8",
-    "models.transformer.emb_dim=32",
-    "models.transformer.ctx_dim=8",
-    "models.mlp.emb_dim=32",
-    "models.mlp.hidden=64",
-    "models.mlp.ctx_dim=8",
-    "rankers.xgb.n_estimators=30",
-    "rankers.lgb.n_estimators=30",
+    *(f"{c.section}.{key}={value}" for c in components("model") for key, value in SMALL_MODEL.items()
+      if key in {f.name for f in dataclasses.fields(c.config)}),
+    *(f"{c.section}.n_estimators=30" for c in components("ranker")),
     "rankers.n_folds=3",
 ]
 

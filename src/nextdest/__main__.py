@@ -5,7 +5,7 @@
   generate             --preset P --seed S --out DIR     write the synthetic official files
   calibrate            --data DIR [--scale S]            calibration table (synthetic or real files)
   recommend            --model M --trip FILE.csv [--k 4] top cities for a partial trip
-  stages                                                 the pipeline's stages, in order
+  stages               [--plain]                         the pipeline's stages, in order (--plain: name and command, for run.sh)
   lock                 [--config C] [key=value ...]      check the config, take the experiment's lock (run.sh)
   unlock               [--config C]                      release it (run.sh, on exit)
 """
@@ -53,14 +53,12 @@ def _generate(args) -> int:
 
 
 def _calibrate(args) -> int:
-    import json
-
+    from .artifacts import read_generator
     from .data.calibrate import run_calibration
 
     scale = args.scale
-    gen = Path(args.data) / "generator.json"
     if scale == "auto":  # a synthetic folder says its preset; real files are full scale
-        scale = json.loads(gen.read_text()).get("preset", "full") if gen.exists() else "full"
+        scale = read_generator(Path(args.data)).get("preset", "full")
     return run_calibration(Path(args.data), scale=scale)
 
 
@@ -78,7 +76,10 @@ def _stages(args) -> int:
     from .stages import STAGE_LIST
 
     for s in STAGE_LIST:
-        print(f"{s.name:12s} {s.script:32s} after: {', '.join(s.deps) or '-'}")
+        if args.plain:
+            print(s.name, *s.command)
+        else:
+            print(f"{s.name:12s} {' '.join(s.command):38s} after: {', '.join(s.deps) or '-'}")
     return 0
 
 
@@ -126,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="scale the counts are checked at (auto: generator.json's preset, else full)")
     c.set_defaults(fn=_calibrate)
     r = sub.add_parser("recommend", help="top cities for a partial trip")
-    r.add_argument("--model", required=True, help="a model stage folder (artifacts/EXP/gru) or a model.pt")
+    r.add_argument("--model", required=True, help="a model stage folder (artifacts/EXP/MODEL) or a model.pt")
     r.add_argument("--trip", required=True, help="CSV in the official row format")
     r.add_argument("--k", type=int, default=4)
     r.set_defaults(fn=_recommend)
     s = sub.add_parser("stages", help="list the pipeline stages")
+    s.add_argument("--plain", action="store_true", help="one line per stage: its name, then its script and arguments")
     s.set_defaults(fn=_stages)
     lk = sub.add_parser("lock", help="check the config and take the experiment's lock (run.sh does this)")
     lk.add_argument("--config", default=None)

@@ -15,6 +15,7 @@ import time
 
 import polars as pl
 
+from .artifacts import read_cities, read_features
 from .folds import test_mask, valid_mask
 from .stats import popularity, row_popularity, transitions
 from .topk import write_outputs
@@ -57,13 +58,14 @@ def prev_city_topk(feat: pl.DataFrame, queries: pl.DataFrame, fold: int | None, 
     return _with_city_ids(pl.concat([cand, back]), cities, "prev_city", k)
 
 
-BASELINES = {"popular": popular_topk, "prev_city": prev_city_topk}
+POPULAR, PREV_CITY = "popular", "prev_city"
+BASELINES = {POPULAR: popular_topk, PREV_CITY: prev_city_topk}
 
 
 def run_baselines_stage(ctx) -> None:
     feat_dir = ctx.input("features")
-    feat = pl.read_parquet(feat_dir / "features.parquet")
-    cities = pl.read_parquet(feat_dir / "cities.parquet")
+    feat = read_features(feat_dir)
+    cities = read_cities(feat_dir)
     k = ctx.cfg.baselines.top_k
     results = {}
     for name, fn in BASELINES.items():

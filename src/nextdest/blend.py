@@ -1,7 +1,7 @@
 """The blend stage: one weighted sum of every model's normalised scores per (trip, city).
 
-Components: every model with out-of-fold and test top-k tables among the stage's inputs
-(baselines, gru, transformer, mlp, xgb_ranker, lgb_ranker). Scores of different models live on
+Components: every model with out-of-fold and test top-k tables among the stage's inputs (the
+baselines, every model and ranker stage: its top-k inputs in the stage graph). Scores of different models live on
 different scales, so each model's score goes through one transform, chosen together with its
 weight on the out-of-fold predictions:
 
@@ -26,38 +26,22 @@ weights fitted on all OOF trips; the test truth is never used.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from . import artifacts
 from .folds import balanced_groups
-from .topk import read_topk, rerank, validation_truth, write_outputs
+from .topk import rerank, validation_truth, write_outputs
 
-COMPONENT_STAGES = ("baselines", "gru", "transformer", "mlp", "xgb_ranker", "lgb_ranker")
 TRANSFORMS = ("rank1", "rank10", "prob")
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 CROSSFIT_GROUPS = 5
 
 
 # --------------------------------------------------------------------------- inputs
-def load_components(ctx) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
-    """Model name -> (oof top-k, test top-k) for every finished component stage."""
-    out = {}
-    for stage in COMPONENT_STAGES:
-        if not ctx.has_input(stage):
-            continue
-        folder = ctx.input(stage)
-        if not (folder / "oof_topk.parquet").exists() or not (folder / "test_topk.parquet").exists():
-            continue
-        oof, test = read_topk(folder / "oof_topk.parquet"), read_topk(folder / "test_topk.parquet")
-        for name in sorted(oof["model"].unique().to_list()):
-            out[name] = (oof.filter(pl.col("model") == name), test.filter(pl.col("model") == name))
-    return out
-
-
 def transformed(topk: pl.DataFrame, transform: str, is_prob: bool) -> pl.Expr:
     """Expression of ``transform`` over a top-k table's score/rank columns (per trip)."""
     if transform == "rank1":
@@ -315,13 +299,12 @@ def crossfit_groups(mx: Matrix, seed: int) -> np.ndarray:
 def run_blend_stage(ctx) -> None:
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    comps = load_components(ctx)
+    comps = artifacts.read_model_tables(ctx.topk_inputs())
     if not comps:
         raise RuntimeError("blend: no component top-k tables found")
     names = list(comps)
     is_prob = {n: looks_like_probability(comps[n][0]) for n in names}
-    feats = pl.scan_parquet(ctx.input("features") / "features.parquet")
-    vt = validation_truth(feats, tuple(cfg.cv.train_folds)).select("utrip_id", "city_id")
+    vt = validation_truth(artifacts.scan_features(ctx.input("features")), tuple(cfg.cv.train_folds)).select("utrip_id", "city_id")
     mx = build_matrix({n: o for n, (o, _t) in comps.items()}, is_prob, vt)
     ctx.log(f"components: {', '.join(names)}; {mx.n_trips:,} OOF trips, {len(mx.trip):,} (trip, city) rows")
     singles = dict(zip(names, map(float, accuracy4_many(mx, mx.X[:, :, 0].astype(np.float64)))))
@@ -358,7 +341,7 @@ def run_blend_stage(ctx) -> None:
         "crossfit_weights": folds_info,
         "trace": trace,
     }
-    (ctx.out / "weights.json").write_text(json.dumps(info, indent=2))
+    artifacts.write_json(ctx.out, "weights.json", info)
     ctx.log("weights: " + ", ".join(f"{n} {v['weight']:.3f} ({v['transform']})" for n, v in info["weights"].items() if v["weight"]))
     ctx.log(f"OOF acc@4: in-sample {in_sample:.4f}, cross-fitted {info['oof_acc4_crossfit']:.4f}; best single "
             f"{max(singles, key=singles.get)} {max(singles.values()):.4f}")

@@ -1,27 +1,33 @@
 """Layered, typed, validated configuration.
 
-``configs/base.yaml`` holds every default. An experiment file (``configs/medium.yaml``) holds only
-its changes and is layered on top of base; the experiment's name is its file's stem. Dotted CLI
-overrides (``train.seed=3``, ``cv.train_folds=[0,1]``) are applied last. The merged tree is checked
-against the dataclasses below: an unknown key or a value of the wrong type is an error that names
-the key and the file (or ``command line``) it came from. The result is frozen dataclasses.
+``configs/base.yaml`` holds every default, and is the only place that does. An experiment file
+(``configs/medium.yaml``) holds only its changes and is layered on top of base; the experiment's
+name is its file's stem. Dotted CLI overrides (``train.seed=3``, ``cv.train_folds=[0,1]``) are
+applied last. The merged tree is checked against the dataclasses below, which declare each key's
+type and range (:mod:`nextdest.sections`) but no value: an unknown key, a missing one or a value of
+the wrong type or out of range is an error that names the key and the file (or ``command line``)
+it came from. The result is frozen dataclasses.
 
-Each section's dataclass is the single source of truth for its keys and types; base.yaml must list
-every key (a test checks that it matches the dataclasses exactly).
+The ``models`` and ``rankers`` sections hold one sub-section per registered component
+(:mod:`nextdest.registry`), typed by the dataclass the component registered with.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import functools
+import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from . import registry
+from .sections import at_least, non_negative, positive, problems, seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -35,178 +41,151 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["synthetic", "official"] = "synthetic"
-    preset: Literal["tiny", "small", "medium", "full"] = "small"  # synthetic only
-    official_dir: str = "data/raw"  # official only: folder with train_set.csv, test_set.csv[, ground_truth.csv]
+    source: Literal["synthetic", "official"]
+    preset: Literal["tiny", "small", "medium", "full"]  # synthetic only
+    official_dir: str  # official only: folder with train_set.csv, test_set.csv[, ground_truth.csv]
     # What to do with exact duplicate rows in the official files: error, or drop them (counted, reported).
-    duplicates: Literal["error", "drop"] = "error"
+    duplicates: Literal["error", "drop"]
 
 
 @dataclass(frozen=True)
 class CVConfig:
-    n_folds: int = 5
+    n_folds: int
     # Folds whose models are trained (out-of-fold stages use only these); the summary says which.
-    train_folds: tuple[int, ...] = (0, 1, 2)
+    train_folds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    engine: Literal["auto", "cpu", "gpu"] = "auto"
-    n_lags: int = 5
-    rare_city_min_count: int = 5  # input-side bucketing only; targets keep the full vocabulary
-    rare_affiliate_min_count: int = 5
-    reverse_augment: bool = False
+    engine: Literal["auto", "cpu", "gpu"]
+    n_lags: int = at_least(1)
+    rare_city_min_count: int = at_least(1)  # input-side bucketing only; targets keep the full vocabulary
+    rare_affiliate_min_count: int = at_least(1)
+    reverse_augment: bool
 
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    top_k: int = 50
+    top_k: int = at_least(1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Shared by every neural model (one training loop, nextdest.train)."""
 
-    epochs: int = 6
-    batch_size: int = 1024
-    lr: float = 5.0e-3  # peak of the one-cycle schedule (AdamW)
-    weight_decay: float = 1.0e-4  # on weight matrices and embedding tables
-    seeds: tuple[int, ...] = (0,)  # several seeds per model: predictions are averaged
-    top_k: int = 50
-    patience: int = 2  # early stopping on validation accuracy@4; 0 = never stop early
-    workers: int = 0  # CPU: (fold, seed) trainings run in this many processes at once; 0 = one per core (CUDA: 1)
-    num_threads: int = 0  # torch CPU threads per training process; 0 = cores / workers
-    max_train_rows: int = 0  # 0 = all; >0 subsamples targets (smoke runs)
+    epochs: int = at_least(1)
+    batch_size: int = at_least(1)
+    lr: float = positive()  # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = non_negative()  # on weight matrices and embedding tables
+    seeds: tuple[int, ...] = seeds()  # several seeds per model: predictions are averaged
+    top_k: int = at_least(1)
+    patience: int = at_least(0)  # early stopping on validation accuracy@4; 0 = never stop early
+    workers: int = at_least(0)  # CPU: (fold, seed) trainings run in this many processes at once; 0 = one per core (CUDA: 1)
+    num_threads: int = at_least(0)  # torch CPU threads per training process; 0 = cores / workers
+    max_train_rows: int = at_least(0)  # 0 = all; >0 subsamples targets (smoke runs)
     # N > 0: sampled softmax with N negatives (log-Q corrected) when the vocabulary has more than
     # 2N cities, else the full softmax; 0 = always the full softmax. Prediction is always exact.
-    sampled_softmax: int = 2048
-    optimizer: Literal["sparse_adamw", "adamw"] = "sparse_adamw"  # sparse_adamw: row-sparse updates of large embedding tables
-    allocator: Literal["tuned", "default"] = "tuned"  # tuned: glibc malloc keeps freed blocks (nextdest.perf)
-    amp: bool = True  # mixed precision on CUDA (bf16; ignored on CPU)
-
-
-@dataclass(frozen=True)
-class GRUConfig:
-    enabled: bool = True
-    emb_dim: int = 64  # city/country embedding width = the tied head's width
-    hidden: int = 128
-    ctx_dim: int = 16  # per context field
-    dropout: float = 0.1
-    epochs: int = 0  # 0 = train.epochs
-    sampled_softmax: int = -1  # -1 = train.sampled_softmax
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    enabled: bool = True
-    emb_dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    ctx_dim: int = 16
-    dropout: float = 0.1
-    causal: bool = False  # true: each token attends to earlier tokens only
-    epochs: int = 0
-    sampled_softmax: int = -1
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    enabled: bool = True
-    emb_dim: int = 64
-    hidden: int = 256
-    ctx_dim: int = 16
-    dropout: float = 0.1
-    epochs: int = 0
-    sampled_softmax: int = -1
-
-
-@dataclass(frozen=True)
-class ModelsConfig:
-    gru: GRUConfig = field(default_factory=GRUConfig)
-    transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    mlp: MLPConfig = field(default_factory=MLPConfig)
+    sampled_softmax: int = at_least(0)
+    optimizer: Literal["sparse_adamw", "adamw"]  # sparse_adamw: row-sparse updates of large embedding tables
+    allocator: Literal["tuned", "default"]  # tuned: glibc malloc keeps freed blocks (nextdest.perf)
+    amp: bool  # mixed precision on CUDA (bf16; ignored on CPU)
 
 
 @dataclass(frozen=True)
 class CandidatesConfig:
-    per_model_k: int = 50
-    transition_k: int = 20
-    country_k: int = 10
-    max_pool: int = 50  # candidates per trip that get features (by pool priority); >= rankers.max_candidates
+    per_model_k: int = at_least(1)
+    transition_k: int = at_least(0)
+    country_k: int = at_least(0)
+    max_pool: int = at_least(1)  # candidates per trip that get features (by pool priority); >= rankers.max_candidates
 
 
 @dataclass(frozen=True)
-class XGBConfig:
-    enabled: bool = True
-    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic"] = "binary:logistic"
-    n_estimators: int = 800
-    learning_rate: float = 0.05
-    max_depth: int = 5
-    max_bin: int = 64
-    subsample: float = 0.8
-    colsample_bytree: float = 0.5
-    early_stopping_rounds: int = 60
+class RankersShared:
+    """The keys of ``rankers`` shared by every ranker; each registered ranker adds its section."""
 
-
-@dataclass(frozen=True)
-class LGBConfig:
-    enabled: bool = True
-    n_estimators: int = 800
-    learning_rate: float = 0.05
-    num_leaves: int = 63
-    min_child_samples: int = 20
-    max_bin: int = 63
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    early_stopping_rounds: int = 60
-
-
-@dataclass(frozen=True)
-class RankersConfig:
-    n_folds: int = 3  # folds over the out-of-fold candidate table (grouped by trip)
-    max_candidates: int = 40  # candidates per trip, by pool priority (candidates stage)
-    n_threads: int = 0  # 0 = every core
-    xgb: XGBConfig = field(default_factory=XGBConfig)
-    lgb: LGBConfig = field(default_factory=LGBConfig)
+    n_folds: int = at_least(2)  # folds over the out-of-fold candidate table (grouped by trip)
+    max_candidates: int = at_least(1)  # candidates per trip, by pool priority (candidates stage)
+    n_threads: int = at_least(0)  # 0 = every core
 
 
 @dataclass(frozen=True)
 class BlendConfig:
-    top_k: int = 50
-    search: Literal["coordinate", "grid"] = "coordinate"
-    n_rounds: int = 3
-    max_fit_trips: int = 20000  # weights are fitted on at most this many OOF trips (seeded sample); 0 = all
+    top_k: int = at_least(1)
+    search: Literal["coordinate", "grid"]
+    n_rounds: int = at_least(1)
+    max_fit_trips: int = at_least(0)  # weights are fitted on at most this many OOF trips (seeded sample); 0 = all
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     # Which model's top-4 becomes the submission: "auto" = best CV accuracy@4 among those run.
-    submit_model: str = "auto"
+    submit_model: str
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    cv: CVConfig = field(default_factory=CVConfig)
-    features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
-    rankers: RankersConfig = field(default_factory=RankersConfig)
-    blend: BlendConfig = field(default_factory=BlendConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
+    seed: int = at_least(0)
+    device: Literal["auto", "cpu", "cuda"]
+    data: DataConfig
+    cv: CVConfig
+    features: FeaturesConfig
+    baselines: BaselinesConfig
+    train: TrainConfig
+    models: Any  # ModelsConfig: one section per registered model (models_config())
+    candidates: CandidatesConfig
+    rankers: Any  # RankersConfig: RankersShared + one section per registered ranker (rankers_config())
+    blend: BlendConfig
+    report: ReportConfig
     # Not a key in the files: set from the experiment file's name.
     experiment: str = "base"
 
     def section(self, dotted: str) -> Any:
-        """``cfg.section("models.gru")`` -> that sub-config (or a scalar)."""
+        """``cfg.section("train.lr")`` / ``cfg.section(component.section)`` -> that sub-config (or a scalar)."""
         obj: Any = self
         for part in dotted.split("."):
             obj = getattr(obj, part)
         return obj
+
+
+@functools.lru_cache(maxsize=None)
+def base_section_order(parent: str) -> dict[str, int]:
+    """Position of each sub-section of ``parent`` (``models``, ``rankers``) in base.yaml."""
+    data = _read_yaml(BASE_CONFIG).get(parent) or {}
+    return {k: i for i, (k, v) in enumerate(data.items()) if isinstance(v, dict)}
+
+
+@functools.lru_cache(maxsize=None)
+def models_config() -> type:
+    """The ``models`` section's dataclass: one field per registered model, typed by its config."""
+    return _registered_section("ModelsConfig", "model", ())
+
+
+@functools.lru_cache(maxsize=None)
+def rankers_config() -> type:
+    """The ``rankers`` section's dataclass: the shared keys plus one field per registered ranker."""
+    return _registered_section("RankersConfig", "ranker", (RankersShared,))
+
+
+def _registered_section(name: str, kind: str, bases: tuple) -> type:
+    cls = dataclasses.make_dataclass(name, [(c.key, c.config) for c in registry.components(kind)], bases=bases, frozen=True)
+    cls.__module__ = __name__  # picklable (configs travel to the training workers): see __getattr__
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """``nextdest.config.ModelsConfig`` / ``RankersConfig``, built from the registry on first use."""
+    if name == "ModelsConfig":
+        return models_config()
+    if name == "RankersConfig":
+        return rankers_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    if cls is Config:
+        hints.update(models=models_config(), rankers=rankers_config())
+    return hints
 
 
 # --------------------------------------------------------------------------- loading
@@ -317,18 +296,20 @@ def _convert(value: Any, tp: Any, key: str, origin: dict) -> Any:
 
 
 def _build(cls: type, data: dict, origin: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if not (cls is Config and f.name == "experiment")}
     for key in data:
-        if key not in names or (cls is Config and key == "experiment"):
+        if key not in names:
             dotted = f"{prefix}{key}"
             src = origin.get(dotted, "configs/base.yaml")
-            known = ", ".join(sorted(n for n in names if not (cls is Config and n == "experiment")))
-            raise ConfigError(f"{src}: unknown key '{dotted}' (known keys here: {known})")
+            raise ConfigError(f"{src}: unknown key '{dotted}' (known keys here: {', '.join(sorted(names))})")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
             kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{prefix}{f.name}", origin)
+        elif f.name in names:
+            raise ConfigError(f"configs/base.yaml: key '{prefix}{f.name}' is missing: every key needs its default "
+                              f"value there ({cls.__name__}.{f.name})")
     return cls(**kwargs)
 
 
@@ -370,84 +351,19 @@ def _check(cfg: Config) -> None:
 
 
 # --------------------------------------------------------------------------- ranges and names
-def _at_least(n):
-    return (lambda v: v >= n), f"an integer >= {n}"
-
-
-_POSITIVE = (lambda v: v > 0), "a number > 0"
-_NON_NEGATIVE = (lambda v: v >= 0), "a number >= 0"
-_FRACTION = (lambda v: 0.0 < v <= 1.0), "a fraction in (0, 1]"
-_DROPOUT = (lambda v: 0.0 <= v < 1.0), "a fraction in [0, 1)"
-_SEEDS = (lambda v: len(v) > 0 and all(x >= 0 for x in v)), "a non-empty list of integers >= 0"
-
-# key -> (check, what it must be). Keys under models.* and rankers.{xgb,lgb} are listed per model.
-RANGES: dict[str, tuple] = {
-    "seed": _at_least(0),
-    "features.n_lags": _at_least(1),
-    "features.rare_city_min_count": _at_least(1),
-    "features.rare_affiliate_min_count": _at_least(1),
-    "baselines.top_k": _at_least(1),
-    "train.epochs": _at_least(1),
-    "train.batch_size": _at_least(1),
-    "train.lr": _POSITIVE,
-    "train.weight_decay": _NON_NEGATIVE,
-    "train.seeds": _SEEDS,
-    "train.top_k": _at_least(1),
-    "train.patience": _at_least(0),
-    "train.num_threads": _at_least(0),
-    "train.workers": _at_least(0),
-    "train.max_train_rows": _at_least(0),
-    "train.sampled_softmax": _at_least(0),
-    **{f"models.{m}.{k}": _at_least(1) for m in ("gru", "transformer", "mlp") for k in ("emb_dim", "ctx_dim")},
-    **{f"models.{m}.dropout": _DROPOUT for m in ("gru", "transformer", "mlp")},
-    **{f"models.{m}.epochs": _at_least(0) for m in ("gru", "transformer", "mlp")},
-    **{f"models.{m}.sampled_softmax": _at_least(-1) for m in ("gru", "transformer", "mlp")},
-    "models.gru.hidden": _at_least(1),
-    "models.mlp.hidden": _at_least(1),
-    "models.transformer.n_layers": _at_least(1),
-    "models.transformer.n_heads": _at_least(1),
-    "candidates.per_model_k": _at_least(1),
-    "candidates.transition_k": _at_least(0),
-    "candidates.country_k": _at_least(0),
-    "candidates.max_pool": _at_least(1),
-    "rankers.n_folds": _at_least(2),
-    "rankers.max_candidates": _at_least(1),
-    "rankers.n_threads": _at_least(0),
-    **{f"rankers.{r}.{k}": rule for r in ("xgb", "lgb") for k, rule in (
-        ("n_estimators", _at_least(1)), ("learning_rate", _POSITIVE), ("max_bin", _at_least(2)),
-        ("subsample", _FRACTION), ("colsample_bytree", _FRACTION), ("early_stopping_rounds", _at_least(1)))},
-    "rankers.xgb.max_depth": _at_least(1),
-    "rankers.lgb.num_leaves": _at_least(2),
-    "rankers.lgb.min_child_samples": _at_least(0),
-    "blend.top_k": _at_least(1),
-    "blend.n_rounds": _at_least(1),
-    "blend.max_fit_trips": _at_least(0),
-}
-
-
-def model_names(cfg: Config) -> list[str]:
-    """The models a run of ``cfg`` produces (the names report.submit_model may take)."""
-    names = ["popular", "prev_city"]
-    names += [m for m in ("gru", "transformer", "mlp") if getattr(cfg.models, m).enabled]
-    names += [f"{r}_ranker" for r in ("xgb", "lgb") if getattr(cfg.rankers, r).enabled]
-    return names + ["blend"]
-
-
 def validate(cfg: Config, origin: dict | None = None) -> None:
-    """Ranges and names, checked at load so a bad value stops before any stage runs. The error
-    names the key, its value and the file (or ``command line``) that set it."""
+    """Ranges (each field's rule, each section's own rules) and names, checked at load so a bad
+    value stops before any stage runs. The error names the key, its value and the file (or
+    ``command line``) that set it."""
+    from .stages import model_names  # late: the stage graph is built from the registry and this module
+
     origin = origin or {}
 
     def fail(key: str, value, must: str) -> None:
         raise ConfigError(f"{origin.get(key, 'configs/base.yaml')}: key '{key}' = {value!r}: must be {must}")
 
-    for key, (ok, must) in RANGES.items():
-        value = cfg.section(key)
-        if not ok(value):
-            fail(key, list(value) if isinstance(value, tuple) else value, must)
-    t = cfg.models.transformer
-    if t.emb_dim % t.n_heads:
-        fail("models.transformer.n_heads", t.n_heads, f"a divisor of models.transformer.emb_dim ({t.emb_dim})")
+    for key, value, must in problems(cfg, ""):
+        fail(key, value, must)
     names = model_names(cfg)
     if cfg.report.submit_model != "auto" and cfg.report.submit_model not in names:
         fail("report.submit_model", cfg.report.submit_model, f"'auto' or an enabled model: {', '.join(names)}")

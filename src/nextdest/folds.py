@@ -77,11 +77,13 @@ def target_mask(fold: int | None) -> pl.Expr:
 
 
 def run_folds_stage(ctx) -> None:
+    from .artifacts import read_reservations, write_folds
+
     data = ctx.input("data")
-    train = pl.read_parquet(data / "train.parquet", columns=["utrip_id"])
-    test = pl.read_parquet(data / "test.parquet", columns=["utrip_id"])
+    train = read_reservations(data, "train", columns=["utrip_id"])
+    test = read_reservations(data, "test", columns=["utrip_id"])
     folds = assign_folds(train["utrip_id"], test["utrip_id"], ctx.cfg.cv.n_folds, ctx.cfg.seed)
-    folds.write_parquet(ctx.out / "folds.parquet")
+    write_folds(ctx.out, folds)
     sizes = folds.group_by("fold", "is_test").len().sort("fold", "is_test")
     ctx.log("trips per fold (train/test): " + ", ".join(
         f"{f}: {sizes.filter((pl.col('fold') == f) & ~pl.col('is_test'))['len'].sum()}/"

@@ -18,9 +18,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from .artifacts import read_cities, read_features
 from .folds import target_mask, test_mask, valid_mask
-from .models.context import Dims
-from .schema import CITIES, FEATURES, check
+from .models.batch import Batch, Dims
 
 # The target row's context: (column, low, high). Values are clipped to [low, high] and shifted to
 # start at 0, so each field is a small categorical; high=None means "the data's largest index"
@@ -42,23 +42,6 @@ CTX_FIELDS: tuple[tuple[str, int, int | None], ...] = (
     ("device_idx", 0, None),
     ("affiliate_idx", 0, None),
 )
-
-
-@dataclass
-class Tensors:
-    """Model inputs and targets for a set of rows (CPU tensors; moved to the device per batch)."""
-
-    cities: torch.Tensor  # (N, L) int64 input indices: [first, lag_n, ..., lag_1]
-    countries: torch.Tensor  # (N, L) int64
-    ctx: torch.Tensor  # (N, F) int64
-    target: torch.Tensor  # (N,) int64 city_idx (0 on concealed rows)
-
-    def __len__(self) -> int:
-        return self.target.shape[0]
-
-    def take(self, idx: np.ndarray | torch.Tensor) -> "Tensors":
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return Tensors(self.cities[idx], self.countries[idx], self.ctx[idx], self.target[idx])
 
 
 def ctx_sizes(feat: pl.DataFrame) -> tuple[int, ...]:
@@ -88,11 +71,12 @@ def input_map(cities: pl.DataFrame, n_cities: int) -> np.ndarray:
     return lut
 
 
-def encode(feat: pl.DataFrame, lut: np.ndarray, dims: Dims) -> Tensors:
-    """Turn feature rows (FEATURES columns) into model tensors.
+def encode(feat: pl.DataFrame, lut: np.ndarray, dims: Dims, extra_inputs: tuple[str, ...] = ()) -> Batch:
+    """Turn feature rows (FEATURES columns) into a model :class:`Batch`.
 
     ``lut`` maps target indices to input indices; context values outside the model's vocabulary
     (a booker/device/affiliate index the model has not seen) become 0, the unknown index.
+    ``extra_inputs``: feature columns passed as they are (int64, nulls 0) in ``batch.extra``.
     """
     n_lags = dims.seq_len - 1
     lags = [f"city_lag{k}" for k in range(n_lags, 0, -1)]
@@ -110,8 +94,9 @@ def encode(feat: pl.DataFrame, lut: np.ndarray, dims: Dims) -> Tensors:
         else:  # a bucketed quantity: clip into range
             ctx[:, j] = np.clip(v, lo, lo + size - 1) - lo
     target = feat["city_idx"].cast(pl.Int64).to_numpy()
-    return Tensors(
-        torch.from_numpy(cities), torch.from_numpy(countries), torch.from_numpy(ctx), torch.from_numpy(target.copy())
+    extra = {c: torch.from_numpy(feat[c].cast(pl.Int64).fill_null(0).to_numpy().copy()) for c in extra_inputs}
+    return Batch(
+        torch.from_numpy(cities), torch.from_numpy(countries), torch.from_numpy(ctx), torch.from_numpy(target.copy()), extra
     )
 
 
@@ -120,7 +105,7 @@ class NNData:
     """Everything a model stage needs, loaded once: the encoded table and the index of each row set."""
 
     feat: pl.DataFrame  # the columns the split and the outputs need (utrip_id, fold, flags...)
-    tensors: Tensors
+    batch: Batch  # every row
     dims: Dims
     city_ids: np.ndarray  # city_idx -> raw city_id (0 for pad/rare)
     input_lut: np.ndarray  # city_idx -> input_idx
@@ -146,18 +131,18 @@ class NNData:
         return self.feat["utrip_id"].to_numpy()[idx]
 
 
-def load(features_dir: Path, n_lags: int | None = None) -> NNData:
-    """Read ``features.parquet`` and ``cities.parquet`` from a features stage folder."""
-    feat = check(pl.read_parquet(features_dir / "features.parquet"), FEATURES, "features.parquet")
-    cities = check(pl.read_parquet(features_dir / "cities.parquet"), CITIES, "cities.parquet")
-    if n_lags is None:
-        n_lags = sum(1 for c in feat.columns if c.startswith("city_lag"))
+def load(features_dir: Path, extra_inputs: tuple[str, ...] = ()) -> NNData:
+    """Read ``features.parquet`` and ``cities.parquet`` from a features stage folder; the batch
+    carries the feature columns ``extra_inputs`` besides the standard tensors."""
+    feat = read_features(features_dir)
+    cities = read_cities(features_dir)
+    n_lags = sum(1 for c in feat.columns if c.startswith("city_lag"))
     dims = dims_for(feat, cities, n_lags)
     lut = input_map(cities, dims.n_cities)
     city_ids = np.zeros(dims.n_cities, dtype=np.int64)
     city_ids[cities["city_idx"].to_numpy()] = cities["city_id"].to_numpy()
     city_country = np.zeros(dims.n_cities, dtype=np.int64)
     city_country[cities["city_idx"].to_numpy()] = cities["country_idx"].to_numpy()
-    tensors = encode(feat, lut, dims)
+    batch = encode(feat, lut, dims, tuple(extra_inputs))
     keep = ["utrip_id", "fold", "is_test", "is_concealed", "is_last", "is_reversed", "pos", "city_id"]
-    return NNData(feat.select(keep), tensors, dims, city_ids, lut, city_country)
+    return NNData(feat.select(keep), batch, dims, city_ids, lut, city_country)

@@ -8,7 +8,7 @@ models).
 * The stay to predict is the trip's row with ``city_id`` 0 (it must be the last by check-in, as in
   ``test_set.csv``). Without such a row the next stay after the last row is predicted, with the last
   row's context (same booker, device, affiliate; check-in at the last check-out, same nights).
-* ``model_path`` is a model stage folder (``artifacts/<exp>/gru``: every ``fold*/model*.pt`` in it,
+* ``model_path`` is a model stage folder (``artifacts/<exp>/<model>``: every ``fold*/model*.pt`` in it,
   averaged) or one ``model.pt``. Model files carry the vocabulary they were trained with, so no
   other artifact is needed.
 * A known row whose city the models never saw raises a ValueError naming the city and the line.
@@ -26,7 +26,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from .models.context import Dims
+from .artifacts import model_files as stage_model_files
+from .models import Dims
 from .nn_data import encode
 from .schema import FOLDS, OFFICIAL_COLUMNS, RARE, conform
 from .train import load_model_file, predict_topk
@@ -38,7 +39,7 @@ def model_files(model_path: Path) -> list[Path]:
     if model_path.is_file():
         return [model_path]
     if model_path.is_dir():
-        files = sorted(model_path.glob("fold*/model*.pt")) or sorted(model_path.glob("model*.pt"))
+        files = stage_model_files(model_path)
         if files:
             return files
         raise FileNotFoundError(f"{model_path}: no model files (fold*/model*.pt or model*.pt) in this folder")
@@ -170,11 +171,10 @@ def recommend(model_path: Path, trip_csv: Path, k: int = 4) -> list[tuple[int, f
     for f, (_, other) in zip(model_files(Path(model_path)), loaded):
         if not torch.equal(other["vocab"]["city_id"], vocab["city_id"]):
             raise ValueError(f"{f}: trained on another city vocabulary than the other model files")
-    net = meta["net_config"]
-    dims = Dims(net["n_cities"], net["n_countries"], net["seq_len"], tuple(net["ctx_sizes"]))
+    dims = Dims(**meta["dims"])
     n_lags = int(meta["config"]["features"]["n_lags"])  # the lags the training features were built with
     feats = trip_features(read_trip(Path(trip_csv)), vocab, n_lags)
-    x = encode(feats, vocab["input_idx"].numpy(), dims)
+    x = encode(feats, vocab["input_idx"].numpy(), dims, models[0].extra_inputs)
     idx, prob = predict_topk(models, x, k, "cpu")
     city_id = vocab["city_id"].numpy()
     return [(int(city_id[i]), float(p)) for i, p in zip(idx[0], prob[0])]

@@ -1,6 +1,7 @@
 """Run summary and submission.
 
-Collects every model stage's ``metrics.json`` (baselines, neural models, rankers, blend), writes a
+Collects the ``metrics.json`` of every stage before it that writes top-k tables (the baselines,
+every registered model and ranker, the blend: its inputs in the stage graph), writes a
 table (model, CV accuracy@4, test accuracy@4 where ground truth exists, share of the ceiling
 headroom, seconds) as ``summary.md`` / ``summary.json`` / ``summary.png``, picks the submission
 model (``report.submit_model``; ``auto`` = best CV accuracy@4 — never the test score), and writes the
@@ -10,34 +11,29 @@ publishes ``artifacts/<exp>/summary.{md,json}`` and ``submissions/<exp>.csv``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import polars as pl
 
+from . import artifacts
+from .baselines import POPULAR, PREV_CITY
 from .config import ROOT
 from .metrics import headroom
 from .stages import STAGE_LIST, StageError
 from .submission import build_submission, validate_submission, write_submission
-from .topk import read_topk
-
-MODEL_ORDER = ("popular", "prev_city", "mlp", "gru", "transformer", "xgb_ranker", "lgb_ranker", "blend")
-
 
 def collect_metrics(ctx) -> dict[str, dict]:
-    """Model name -> metrics, with the stage it came from, for every model stage that ran."""
+    """Model name -> metrics, with the stage it came from, for every top-k stage that ran, in
+    stage order."""
     out = {}
     for spec in STAGE_LIST:
-        if spec.name not in ctx.spec.deps or not ctx.has_input(spec.name):
+        if not spec.topk or spec.name not in ctx.spec.deps or not ctx.has_input(spec.name):
             continue
-        path = ctx.input(spec.name) / "metrics.json"
-        if not path.exists():
-            continue
-        for name, m in json.loads(path.read_text())["models"].items():
+        for name, m in (artifacts.read_metrics(ctx.input(spec.name)) or {}).items():
             out[name] = {**m, "stage": spec.name}
-    return dict(sorted(out.items(), key=lambda kv: MODEL_ORDER.index(kv[0]) if kv[0] in MODEL_ORDER else 99))
+    return out
 
 
 def _fmt(x, pct: bool = False) -> str:
@@ -100,16 +96,17 @@ def run_report_stage(ctx) -> None:
     if not models:
         raise StageError("no model stage has produced metrics.json: run the model stages first")
     data_dir = ctx.input("data")
-    gen = json.loads((data_dir / "generator.json").read_text()) if (data_dir / "generator.json").exists() else {}
-    dreport = json.loads((data_dir / "data_report.json").read_text())
+    gen = artifacts.read_generator(data_dir)
+    dreport = artifacts.read_data_report(data_dir)
     ceiling = gen.get("ceiling_expected")
-    base = models.get("prev_city", {}).get("test_acc4")
+    base = models.get(PREV_CITY, {}).get("test_acc4")
     for m in models.values():
         m["headroom_test"] = headroom(m.get("test_acc4"), base, ceiling)
     # Choose the submission model on CV only.
     if cfg.report.submit_model == "auto":
         scored = {n: m for n, m in models.items() if m.get("cv_acc4") is not None}
-        submit = max(scored, key=lambda n: (scored[n]["cv_acc4"], -MODEL_ORDER.index(n) if n in MODEL_ORDER else 0))
+        order = list(models)  # ties go to the earlier model
+        submit = max(scored, key=lambda n: (scored[n]["cv_acc4"], -order.index(n)))
         rule = "best CV accuracy@4"
     else:
         submit = cfg.report.submit_model
@@ -117,13 +114,13 @@ def run_report_stage(ctx) -> None:
             raise StageError(f"report.submit_model = {submit!r} did not run; available: {', '.join(models)}")
         rule = "report.submit_model"
     stage_dir = ctx.input(models[submit]["stage"])
-    topk = read_topk(stage_dir / "test_topk.parquet").filter(pl.col("model") == submit)
-    popular = read_topk(ctx.input("baselines") / "test_topk.parquet").filter(pl.col("model") == "popular")
+    topk = artifacts.read_topk(stage_dir, "test").filter(pl.col("model") == submit)
+    popular = artifacts.read_topk(ctx.input("baselines"), "test").filter(pl.col("model") == POPULAR)
     first = popular["utrip_id"].min()
     fallback = popular.filter(pl.col("utrip_id") == first).sort("rank")["city_id"].to_list()
-    test = pl.read_parquet(data_dir / "test.parquet", columns=["utrip_id"])
+    test = artifacts.read_reservations(data_dir, "test", columns=["utrip_id"])
     sub = build_submission(topk, test["utrip_id"].unique(), fallback)
-    write_submission(sub, ctx.out / "submission.csv", test)
+    write_submission(sub, artifacts.submission_path(ctx.out), test)
     n_filled = topk.filter(pl.col("rank") <= 4).group_by("utrip_id").len().filter(pl.col("len") >= 4).height
     summary = {
         "experiment": cfg.experiment,
@@ -142,9 +139,9 @@ def run_report_stage(ctx) -> None:
         "ceiling_realized": gen.get("ceiling_realized"),
         "ceiling_cv": gen.get("ceiling_expected_train"),
     }
-    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (ctx.out / "summary.md").write_text(summary_markdown(summary))
-    summary_plot(summary, ctx.out / "summary.png")
+    artifacts.write_json(ctx.out, "summary.json", summary)
+    artifacts.summary_path(ctx.out, "md").write_text(summary_markdown(summary))
+    summary_plot(summary, artifacts.summary_path(ctx.out, "png"))
 
 
 def submissions_dir() -> Path:
@@ -156,16 +153,16 @@ def submissions_dir() -> Path:
 def print_summary(cfg, stage_dir: Path) -> None:
     """Publish the summary beside the experiment and the submission in submissions/, then print."""
     exp = stage_dir.parent
-    for name in ("summary.md", "summary.json", "summary.png"):
+    for name in artifacts.SUMMARY_FILES:
         shutil.copyfile(stage_dir / name, exp / name)
     target = submissions_dir() / f"{cfg.experiment}.csv"
-    test = pl.read_parquet(exp / "data" / "test.parquet", columns=["utrip_id"])
-    validate_submission(stage_dir / "submission.csv", test)
+    test = artifacts.read_reservations(exp / "data", "test", columns=["utrip_id"])
+    validate_submission(artifacts.submission_path(stage_dir), test)
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(stage_dir / "submission.csv", tmp)
+    shutil.copyfile(artifacts.submission_path(stage_dir), tmp)
     tmp.replace(target)
     print()
-    print((stage_dir / "summary.md").read_text())
+    print(artifacts.summary_path(stage_dir, "md").read_text())
     print(f"submission: {target} (validated)")
     print(f"summary:    {exp / 'summary.md'}, {exp / 'summary.json'}, {exp / 'summary.png'}")

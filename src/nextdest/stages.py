@@ -6,7 +6,8 @@ manifest's ``key`` hashes
 
 * the config sections the stage reads (``StageSpec.sections``),
 * the *content* of the stages it depends on (their manifests' ``outputs_digest``),
-* its code (the stage script, the package modules it names, and ``schema.py``),
+* its code (the stage script and every package module its stage function imports, directly or
+  through other package modules; for a model or ranker stage also the component's own module),
 * external files it reads (the official CSVs),
 * runtime settings that change its results (``StageSpec.runtime``: the resolved thread counts of
   torch and XGBoost).
@@ -26,11 +27,16 @@ artifact that looks valid; temporary folders of runs that died are removed at th
 stage. Long stages that want to resume after a kill keep their checkpoints in ``ctx.work``
 (``artifacts/<experiment>/_work/<stage>/<key>/``), keyed the same way. Every run holds the
 experiment's lock (:mod:`nextdest.lock`): one run per experiment at a time.
+
+The stage graph (:data:`STAGE_LIST`) is derived from the registry (:mod:`nextdest.registry`): one
+stage per registered model and per registered ranker, and the candidates, blend and report stages
+read every stage before them that writes top-k tables. No stage is named here but the fixed ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -47,6 +53,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import registry
 from .config import ROOT, Config, ConfigError, dump_yaml, load_config, to_dict
 from .lock import LockError, experiment_lock
 from .perf import peak_rss_mib, reset_peak_rss, resolve_parallelism
@@ -55,27 +62,28 @@ PKG = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "artifacts"
 
 
-def _nn_enabled(name: str) -> Callable[[Config], bool]:
-    return lambda cfg: getattr(cfg.models, name).enabled
-
-
-def _ranker_enabled(name: str) -> Callable[[Config], bool]:
-    return lambda cfg: getattr(cfg.rankers, name).enabled
+def _enabled(section: str) -> Callable[[Config], bool]:
+    return lambda cfg: cfg.section(section).enabled
 
 
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    script: str
+    kind: str  # the fixed stages' own name; "model" or "ranker" for a registered component
+    script: str  # pipelines/NN_<kind>.py (a model or ranker script takes the stage's name first)
     deps: tuple[str, ...]
     sections: tuple[str, ...]
-    code: tuple[str, ...]  # paths under src/nextdest (files or folders)
-    func: str = ""  # "module:function" taking a StageContext
+    func: str  # "module:function" taking a StageContext
     enabled: Callable[[Config], bool] = field(default=lambda cfg: True)
-    # Models this stage writes (top-k tables + metrics), for the report.
-    models: Callable[[Config], tuple[str, ...]] = field(default=lambda cfg: ())
     # Settings resolved at run time that change the stage's results (part of the key when not empty).
     runtime: Callable[[Config], dict] = field(default=lambda cfg: {})
+    modules: tuple[str, ...] = ()  # package modules it runs that its function does not import (the component's)
+    topk: bool = False  # writes top-k tables and metrics.json (an input of candidates, blend and report)
+
+    @property
+    def command(self) -> list[str]:
+        """The script and its arguments (``pipelines/05_model.py NAME`` for a model)."""
+        return [self.script] if self.kind == self.name else [self.script, self.name]
 
 
 def _torch_threads(cfg: Config) -> dict:
@@ -88,69 +96,49 @@ def _torch_threads(cfg: Config) -> dict:
     return {"torch_threads": threads[0] if len(set(threads)) == 1 else threads, "predict_threads": os.cpu_count() or 1}
 
 
-def _xgb_threads(cfg: Config) -> dict:
-    """XGBoost's hist trees are deterministic for a given thread count only. (LightGBM runs with
-    ``deterministic=True``: its results do not depend on the thread count.)"""
-    from .rankers.base import resolve_threads
+def _stage_list() -> tuple[StageSpec, ...]:
+    """The pipeline: the fixed stages, one stage per registered model and ranker, in order."""
+    specs = [
+        StageSpec("data", "data", "pipelines/01_data.py", (), ("seed", "data"), "nextdest.data.stage:run_data_stage"),
+        StageSpec("folds", "folds", "pipelines/02_folds.py", ("data",), ("seed", "cv.n_folds"), "nextdest.folds:run_folds_stage"),
+        StageSpec("features", "features", "pipelines/03_features.py", ("data", "folds"), ("features",),
+                  "nextdest.features:run_features_stage"),
+        StageSpec("baselines", "baselines", "pipelines/04_baselines.py", ("data", "features"), ("baselines", "cv.train_folds"),
+                  "nextdest.baselines:run_baselines_stage", topk=True),
+    ]
+    for c in registry.components("model"):
+        specs.append(StageSpec(
+            c.name, "model", "pipelines/05_model.py", ("data", "features"),
+            ("seed", "device", "train", c.section, "cv.train_folds"), "nextdest.train:run_model_stage",
+            enabled=_enabled(c.section), runtime=_torch_threads, modules=(c.cls.__module__,), topk=True,
+        ))
+    specs.append(StageSpec(
+        "candidates", "candidates", "pipelines/06_candidates.py", ("data", "features", *(s.name for s in specs if s.topk)),
+        ("candidates", "cv.train_folds"), "nextdest.rankers.candidates:run_candidates_stage",
+    ))
+    for c in registry.components("ranker"):
+        specs.append(StageSpec(
+            c.name, "ranker", "pipelines/07_ranker.py", ("data", "features", "candidates"),
+            ("seed", "device", "rankers.n_folds", "rankers.max_candidates", c.section), "nextdest.rankers:run_ranker_stage",
+            enabled=_enabled(c.section), runtime=c.cls.runtime, modules=(c.cls.__module__,), topk=True,
+        ))
+    topk = tuple(s.name for s in specs if s.topk)
+    specs.append(StageSpec("blend", "blend", "pipelines/08_blend.py", ("data", "features", *topk), ("seed", "blend"),
+                           "nextdest.blend:run_blend_stage", topk=True))
+    specs.append(StageSpec("report", "report", "pipelines/09_report.py", ("data", *topk, "blend"),
+                           ("report", "cv.train_folds"), "nextdest.report:run_report_stage"))
+    return tuple(specs)
 
-    return {"xgb_threads": resolve_threads(cfg.rankers.n_threads)}
 
-
-NN_CODE = ("models", "train.py", "nn_data.py", "metrics.py", "topk.py", "folds.py", "device.py")
-RANKER_CODE = ("rankers", "metrics.py", "topk.py", "folds.py", "device.py")
-
-STAGE_LIST: tuple[StageSpec, ...] = (
-    StageSpec("data", "pipelines/01_data.py", (), ("seed", "data"), ("data",), "nextdest.data.stage:run_data_stage"),
-    StageSpec("folds", "pipelines/02_folds.py", ("data",), ("seed", "cv.n_folds"), ("folds.py",), "nextdest.folds:run_folds_stage"),
-    StageSpec("features", "pipelines/03_features.py", ("data", "folds"), ("features",), ("features", "device.py"), "nextdest.features:run_features_stage"),
-    StageSpec(
-        "baselines", "pipelines/04_baselines.py", ("data", "features"), ("baselines", "cv.train_folds"),
-        ("baselines.py", "stats.py", "metrics.py", "topk.py", "folds.py"), "nextdest.baselines:run_baselines_stage",
-        models=lambda cfg: ("popular", "prev_city"),
-    ),
-    *(
-        StageSpec(
-            name, script, ("data", "features"),
-            ("seed", "device", "train", f"models.{name}", "cv.train_folds"), NN_CODE, "nextdest.train:run_model_stage",
-            enabled=_nn_enabled(name), models=(lambda n: lambda cfg: (n,))(name), runtime=_torch_threads,
-        )
-        for name, script in (
-            ("gru", "pipelines/05_gru.py"),
-            ("transformer", "pipelines/06_transformer.py"),
-            ("mlp", "pipelines/07_mlp.py"),
-        )
-    ),
-    StageSpec(
-        "candidates", "pipelines/08_candidates.py", ("data", "features", "baselines", "gru", "transformer", "mlp"),
-        ("candidates", "cv.train_folds"), ("rankers/candidates.py", "stats.py", "topk.py", "folds.py"),
-        "nextdest.rankers.candidates:run_candidates_stage",
-    ),
-    StageSpec(
-        "xgb_ranker", "pipelines/09_xgb_ranker.py", ("data", "features", "candidates"),
-        ("seed", "device", "rankers.n_folds", "rankers.max_candidates", "rankers.xgb"), RANKER_CODE,
-        "nextdest.rankers:run_ranker_stage",
-        enabled=_ranker_enabled("xgb"), models=lambda cfg: ("xgb_ranker",), runtime=_xgb_threads,
-    ),
-    StageSpec(
-        "lgb_ranker", "pipelines/10_lgb_ranker.py", ("data", "features", "candidates"),
-        ("seed", "device", "rankers.n_folds", "rankers.max_candidates", "rankers.lgb"), RANKER_CODE,
-        "nextdest.rankers:run_ranker_stage",
-        enabled=_ranker_enabled("lgb"), models=lambda cfg: ("lgb_ranker",),
-    ),
-    StageSpec(
-        "blend", "pipelines/11_blend.py",
-        ("data", "features", "baselines", "gru", "transformer", "mlp", "xgb_ranker", "lgb_ranker"),
-        ("seed", "blend"), ("blend.py", "metrics.py", "topk.py"), "nextdest.blend:run_blend_stage",
-        models=lambda cfg: ("blend",),
-    ),
-    StageSpec(
-        "report", "pipelines/12_report.py",
-        ("data", "baselines", "gru", "transformer", "mlp", "xgb_ranker", "lgb_ranker", "blend"),
-        ("report", "cv.train_folds"), ("report.py", "submission.py", "metrics.py", "topk.py"),
-        "nextdest.report:run_report_stage",
-    ),
-)
+STAGE_LIST: tuple[StageSpec, ...] = _stage_list()
 STAGES: dict[str, StageSpec] = {s.name: s for s in STAGE_LIST}
+
+
+def model_names(cfg: Config) -> list[str]:
+    """The models a run of ``cfg`` produces, in stage order (the names report.submit_model may take)."""
+    from .baselines import BASELINES
+
+    return [*BASELINES, *(s.name for s in STAGE_LIST if s.kind in ("model", "ranker") and s.enabled(cfg)), "blend"]
 
 
 class StageError(RuntimeError):
@@ -205,14 +193,57 @@ def outputs_digest(outputs: dict[str, dict]) -> str:
     })
 
 
+def _module_file(name: str) -> Path | None:
+    """The file of package module ``name`` (``nextdest.x.y``), or None when it is not one."""
+    parts = name.split(".")
+    if parts[0] != PKG.name:
+        return None
+    base = PKG.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The modules that module ``name`` (at ``path``) imports anywhere in its code, as absolute names
+    (``from .x import y`` gives both ``pkg.x`` and ``pkg.x.y``, which may be a module)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join([*base, *([node.module] if node.module else [])])
+            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def code_files(spec: StageSpec) -> list[Path]:
+    """Every package file a stage runs: its function's module and, transitively, every package
+    module imported from there (the packages' ``__init__`` files included), plus the component's
+    own module. The cache key hashes them, so no list is kept by hand."""
+    todo = [spec.func.split(":")[0], *spec.modules]
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        parents = [".".join(name.split(".")[:i]) for i in range(1, len(name.split(".")))]
+        todo += parents + sorted(_imports(name, path))
+    return sorted(set(seen.values()))
+
+
 def code_digest(spec: StageSpec) -> str:
     h = hashlib.sha256()
-    paths = [ROOT / spec.script, PKG / "schema.py"] + [PKG / c for c in spec.code]
-    for p in paths:
-        files = sorted(p.rglob("*.py")) if p.is_dir() else ([p] if p.exists() else [])
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
+    for f in [ROOT / spec.script, *code_files(spec)]:
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 
@@ -256,7 +287,7 @@ def stage_key(spec: StageSpec, cfg: Config) -> tuple[str, dict]:
         if man is None:
             raise StageError(
                 f"stage '{spec.name}' needs stage '{dep}', which has no finished artifact in {exp / dep}: "
-                f"run `./run.sh --from {dep}` (or `python {STAGES[dep].script}`) first"
+                f"run `./run.sh --from {dep}` (or `python {' '.join(STAGES[dep].command)}`) first"
             )
         inputs[dep] = man["outputs_digest"]
     external = {str(p): f"{p.stat().st_size}:{sha256_file(p)}" for p in external_inputs(spec, cfg)}
@@ -368,6 +399,11 @@ class StageContext:
     def has_input(self, dep: str) -> bool:
         return dep in active_deps(self.spec, self.cfg) and read_manifest(self.exp_dir / dep) is not None
 
+    def topk_inputs(self) -> dict[str, Path]:
+        """Stage name -> folder of every finished upstream stage that writes top-k tables (the
+        baselines, each model and ranker...), in stage order."""
+        return {d: self.input(d) for d in self.spec.deps if STAGES[d].topk and self.has_input(d)}
+
     def log(self, msg: str) -> None:
         print(f"[{self.spec.name}] {msg}", flush=True)
 
@@ -444,8 +480,10 @@ def _run_stage_locked(name: str, cfg: Config, fn: Callable[[StageContext], None]
     return final
 
 
-def parse_stage_args(argv: list[str] | None, description: str = "") -> argparse.Namespace:
+def parse_stage_args(argv: list[str] | None, description: str = "", names: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if names:
+        p.add_argument("name", choices=names, help="which stage of this kind")
     p.add_argument("--config", default=None, help="experiment config (default configs/base.yaml)")
     p.add_argument("--force", action="store_true", help="rerun even if the cached artifact is fresh")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2")
@@ -474,13 +512,17 @@ def run_pipeline(cfg: Config, names: list[str] | None = None, force: bool = Fals
 
 
 def stage_main(
-    name: str,
+    kind: str,
     argv: list[str] | None = None,
     description: str = "",
     after: Callable[[Config, Path], None] | None = None,
 ) -> int:
-    """Entry point shared by every ``pipelines/NN_*.py`` script."""
-    args = parse_stage_args(argv, description)
+    """Entry point shared by every ``pipelines/NN_*.py`` script: ``kind`` is the stage's name, or
+    the kind of a registered component (``model``, ``ranker``), whose name is then the script's
+    first argument."""
+    names = [s.name for s in STAGE_LIST if s.kind == kind and s.name != kind]
+    args = parse_stage_args(argv, description, names)
+    name = args.name if names else kind
     try:
         cfg = load_config(args.config, args.overrides)
         spec = STAGES[name]

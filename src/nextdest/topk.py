@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .schema import TOPK, check, conform
+from .schema import TOPK, conform
 
 
 def from_scores(utrip_ids, city_ids: np.ndarray, scores: np.ndarray, model: str) -> pl.DataFrame:
@@ -37,10 +37,6 @@ def rerank(df: pl.DataFrame, model: str, k: int) -> pl.DataFrame:
         .with_columns(pl.lit(model).alias("model"))
     )
     return conform(out, TOPK, f"top-k of {model}")
-
-
-def read_topk(path) -> pl.DataFrame:
-    return check(pl.read_parquet(path), TOPK, str(path))
 
 
 def validation_truth(features: pl.DataFrame | pl.LazyFrame, folds: tuple[int, ...] | None = None) -> pl.DataFrame:
@@ -86,13 +82,12 @@ def write_outputs(ctx, results: dict[str, tuple[pl.DataFrame | None, pl.DataFram
     ``results`` maps model name -> (oof top-k, test top-k, seconds, extra info). CV is scored on
     the validation trips of ``cfg.cv.train_folds``; test on ``data/truth.parquet`` when it exists.
     """
-    import json
+    from . import artifacts
 
-    feats = pl.scan_parquet(ctx.input("features") / "features.parquet")
     folds = tuple(ctx.cfg.cv.train_folds)
-    vt = validation_truth(feats, folds)
-    truth_path = ctx.input("data") / "truth.parquet"
-    tt = pl.read_parquet(truth_path).select("utrip_id", "city_id") if truth_path.exists() else None
+    vt = validation_truth(artifacts.scan_features(ctx.input("features")), folds)
+    tt = artifacts.read_truth(ctx.input("data"))
+    tt = tt.select("utrip_id", "city_id") if tt is not None else None
     oofs, tests, metrics = [], [], {}
     for name, (oof, test, seconds, extra) in results.items():
         if oof is not None:
@@ -107,8 +102,8 @@ def write_outputs(ctx, results: dict[str, tuple[pl.DataFrame | None, pl.DataFram
         te = "n/a" if m["test_acc4"] is None else f"{m['test_acc4']:.4f}"
         ctx.log(f"{name}: CV acc@4 {cv} (folds {list(folds)}), test acc@4 {te}, {seconds:.1f}s")
     if oofs:
-        pl.concat(oofs).write_parquet(ctx.out / "oof_topk.parquet")
+        artifacts.write_topk(ctx.out, "oof", pl.concat(oofs))
     if tests:
-        pl.concat(tests).write_parquet(ctx.out / "test_topk.parquet")
-    (ctx.out / "metrics.json").write_text(json.dumps({"models": metrics}, indent=2))
+        artifacts.write_topk(ctx.out, "test", pl.concat(tests))
+    artifacts.write_metrics(ctx.out, metrics)
     return metrics

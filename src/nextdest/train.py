@@ -1,4 +1,4 @@
-"""One training loop for every neural model, and the model stages (gru, transformer, mlp).
+"""One training loop for every neural model, and the model stage (one per registered model).
 
 For each fold in ``cv.train_folds`` and each seed in ``train.seeds`` a model is trained on the
 fold's training targets (:func:`nextdest.folds.target_mask`), early-stopped on the accuracy@4 of
@@ -20,7 +20,6 @@ continues at the next epoch and reproduces the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -32,23 +31,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import artifacts
 from .device import resolve_device
-from .models import build_model, net_config
+from .models import MODELS, Batch, NextCityModel, build_model
 from .models.optim import make_optimizer
-from .models.step import Batch, NegativeSampler, autocast, train_step, use_sampled_softmax
-from .nn_data import NNData, Tensors, load
+from .models.step import NegativeSampler, autocast, train_step, use_sampled_softmax
+from .nn_data import NNData, load
 from .perf import resolve_parallelism, tune_allocator
 
-MODEL_FORMAT = "nextdest.model/1"
+MODEL_FORMAT = "nextdest.model/2"
 PREDICT_BATCH = 2048
 
 
 # --------------------------------------------------------------------------- model files
 def vocab_payload(data: NNData, features_dir: Path | None) -> dict:
     """What inference needs besides the weights: the city maps and the features' vocab.json."""
-    vocab_json = None
-    if features_dir is not None and (features_dir / "vocab.json").exists():
-        vocab_json = json.loads((features_dir / "vocab.json").read_text())
+    vocab_json = artifacts.read_vocab(features_dir) if features_dir is not None else None
     return {
         "city_id": torch.from_numpy(data.city_ids.copy()),  # city_idx -> raw city id
         "input_idx": torch.from_numpy(data.input_lut.copy()),  # city_idx -> input index
@@ -57,13 +55,15 @@ def vocab_payload(data: NNData, features_dir: Path | None) -> dict:
     }
 
 
-def save_model_file(path: Path, model: torch.nn.Module, name: str, meta: dict) -> None:
-    """Write a self-describing model file (atomic)."""
+def save_model_file(path: Path, model: NextCityModel, name: str, meta: dict) -> None:
+    """Write a self-describing model file (atomic): the model's name, its config section and the
+    data sizes it was built with, its weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": MODEL_FORMAT,
         "model": name,
-        "net_config": dataclasses.asdict(model.config),
+        "section": dataclasses.asdict(model.cfg),
+        "dims": dataclasses.asdict(model.dims),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **meta,
     }
@@ -72,12 +72,12 @@ def save_model_file(path: Path, model: torch.nn.Module, name: str, meta: dict) -
     os.replace(tmp, path)
 
 
-def load_model_file(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_model_file(path: Path, device: str = "cpu") -> tuple[NextCityModel, dict]:
     """Rebuild a model from its file; returns (model in eval mode, the file's other entries)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not a nextdest model file (format {payload.get('format')!r}, expected {MODEL_FORMAT!r})")
-    model = build_model(payload["model"], payload["net_config"])
+    model = build_model(payload["model"], payload["section"], payload["dims"])
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
@@ -87,22 +87,22 @@ def load_model_file(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, d
 # --------------------------------------------------------------------------- prediction
 @torch.no_grad()
 def predict_topk(
-    models: list[torch.nn.Module], x: Tensors, k: int, device: str, amp: bool = False, batch_size: int = PREDICT_BATCH
+    models: list[NextCityModel], x: Batch, k: int, device: str, amp: bool = False, batch_size: int = PREDICT_BATCH
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` city indices and probabilities, softmax averaged over ``models``. (n, k) each."""
     n = len(x)
-    k = min(k, models[0].config.n_cities - 2)
+    k = min(k, models[0].dims.n_cities - 2)
     idx_out = np.zeros((n, k), dtype=np.int64)
     prob_out = np.zeros((n, k), dtype=np.float32)
     for m in models:
         m.eval()
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
-        inputs = (x.cities[sl].to(device), x.countries[sl].to(device), x.ctx[sl].to(device))
+        batch = x.take(sl).to(device)
         prob = None
         for m in models:
             with autocast(device, amp):
-                logits = m(*inputs)  # (b, V)
+                logits = m(batch)  # (b, V)
             p = torch.softmax(logits.float(), dim=-1)  # (b, V)
             prob = p if prob is None else prob + p
         top = torch.topk(prob / len(models), k, dim=-1)  # (b, k)
@@ -111,7 +111,7 @@ def predict_topk(
     return idx_out, prob_out
 
 
-def accuracy_at_4(model: torch.nn.Module, x: Tensors, device: str, amp: bool) -> float:
+def accuracy_at_4(model: NextCityModel, x: Batch, device: str, amp: bool) -> float:
     if len(x) == 0:
         return float("nan")
     idx, _ = predict_topk([model], x, 4, device, amp)
@@ -121,7 +121,7 @@ def accuracy_at_4(model: torch.nn.Module, x: Tensors, device: str, amp: bool) ->
 # --------------------------------------------------------------------------- training
 @dataclass
 class FitResult:
-    model: torch.nn.Module  # at its best epoch
+    model: NextCityModel  # at its best epoch
     best_score: float
     best_epoch: int  # 1-based
     history: list[dict] = field(default_factory=list)
@@ -137,7 +137,7 @@ def _save_atomic(obj: dict, path: Path) -> None:
 def negatives(cfg, name: str) -> int:
     """Sampled-softmax negatives of model ``name``: its own ``sampled_softmax``, or
     ``train.sampled_softmax`` when that is -1 (0 = the full softmax)."""
-    own = getattr(cfg.models, name).sampled_softmax
+    own = cfg.section(MODELS[name].section).sampled_softmax
     return cfg.train.sampled_softmax if own < 0 else own
 
 
@@ -153,23 +153,23 @@ def fit(
 ) -> FitResult:
     """Train one model on fold ``fold`` with seed ``seed``; resume from ``checkpoint`` if it exists."""
     tcfg = cfg.train
-    hparams = getattr(cfg.models, name)
-    epochs = hparams.epochs or tcfg.epochs
+    section = cfg.section(MODELS[name].section)
+    epochs = section.epochs or tcfg.epochs
     amp = tcfg.amp and device == "cuda"
     run_seed = cfg.seed * 10_007 + seed * 101 + fold
     torch.manual_seed(run_seed)
-    model = build_model(name, net_config(name, hparams, data.dims))
+    model = build_model(name, section, data.dims)
     model.head.set_city_country(torch.from_numpy(data.city_country))
     model.to(device)
 
-    train_x = data.tensors.take(data.train_rows(fold, tcfg.max_train_rows, run_seed))
-    valid_x = data.tensors.take(data.valid_rows(fold))
+    train_x = data.batch.take(data.train_rows(fold, tcfg.max_train_rows, run_seed))
+    valid_x = data.batch.take(data.valid_rows(fold))
     n = len(train_x)
     if n == 0:
         raise RuntimeError(f"{name}: fold {fold} has no training rows")
     bs = min(tcfg.batch_size, n)
     steps = max(1, n // bs)  # the last partial batch is dropped (a fresh shuffle each epoch)
-    dev_x = Tensors(*(t.to(device) for t in (train_x.cities, train_x.countries, train_x.ctx, train_x.target)))
+    dev_x = train_x.to(device)
 
     opt = make_optimizer(model, tcfg.optimizer, tcfg.lr, tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=epochs * steps, pct_start=0.25)
@@ -215,8 +215,7 @@ def fit(
                    mininterval=2.0, disable=None, file=sys.stderr)
         for step in bar:
             b = perm[step * bs:(step + 1) * bs]
-            batch = Batch(dev_x.cities[b], dev_x.countries[b], dev_x.ctx[b], dev_x.target[b])
-            loss = train_step(model, batch, opt, sampler, device=device, amp=amp, scaler=scaler)
+            loss = train_step(model, dev_x.take(b), opt, sampler, device=device, amp=amp, scaler=scaler)
             sched.step()
             total += loss.detach() * len(b)
             seen += len(b)
@@ -256,10 +255,6 @@ def fit(
 
 
 # --------------------------------------------------------------------------- the stage
-def model_filename(seed_pos: int, seed: int) -> str:
-    return "model.pt" if seed_pos == 0 else f"model_seed{seed}.pt"
-
-
 _WORKER: dict = {}
 
 
@@ -285,9 +280,9 @@ def _train_job(job: dict) -> dict:
     """One (fold, seed) training, in a worker or inline: fit, write the model file, return the
     figures (the model itself travels as the file)."""
     name, fold, pos, seed, cfg, device = job["name"], job["fold"], job["pos"], job["seed"], job["cfg"], job["device"]
-    key = str(job["features_dir"])
+    key = (str(job["features_dir"]), MODELS[name].cls.extra_inputs)
     if _WORKER.get("features") != key:  # a worker loads the feature table once
-        _WORKER.update(features=key, data=load(job["features_dir"]))
+        _WORKER.update(features=key, data=load(job["features_dir"], MODELS[name].cls.extra_inputs))
         _WORKER["vocab"] = vocab_payload(_WORKER["data"], job["features_dir"])
     data = _WORKER["data"]
     log = lambda msg: print(f"[{name}] {msg}", flush=True)  # noqa: E731
@@ -334,13 +329,13 @@ def run_model_stage(ctx) -> None:
     device = resolve_device(cfg.device)
     allocator = tune_allocator() if tcfg.allocator == "tuned" else "default"
     features_dir = ctx.input("features")
-    data = load(features_dir)
+    data = load(features_dir, MODELS[name].cls.extra_inputs)
     n_neg = negatives(cfg, name)
     softmax = f"sampled softmax ({n_neg} negatives)" if use_sampled_softmax(n_neg, data.dims.n_cities) else "full softmax"
     resolved = to_dict(cfg)
     jobs = [
         {"name": name, "fold": fold, "pos": pos, "seed": seed, "cfg": cfg, "device": device, "features_dir": features_dir,
-         "checkpoint": ctx.work / f"fold{fold}_seed{seed}.pt", "model_path": ctx.out / f"fold{fold}" / model_filename(pos, seed),
+         "checkpoint": ctx.work / f"fold{fold}_seed{seed}.pt", "model_path": artifacts.model_file(ctx.out, fold, pos, seed),
          "resolved": resolved}
         for fold in cfg.cv.train_folds for pos, seed in enumerate(tcfg.seeds)
     ]
@@ -348,11 +343,11 @@ def run_model_stage(ctx) -> None:
     plan = ", ".join(f"{threads.count(t)} x {t} thread(s)" for t in dict.fromkeys(threads))
     ctx.log(f"device {device}, {len(jobs)} training job(s) on {workers} worker(s) ({plan}), {softmax}, "
             f"optimizer {tcfg.optimizer}, allocator {allocator}; {data.dims.n_cities:,} cities, "
-            f"{data.dims.n_countries} countries, {len(data.tensors):,} feature rows")
+            f"{data.dims.n_countries} countries, {len(data.batch):,} feature rows")
     results = run_jobs(jobs, workers, threads, tcfg.allocator == "tuned")
 
     torch.set_num_threads(os.cpu_count() or 1)  # prediction: one process, every core
-    fold_models: dict[int, list[torch.nn.Module]] = {}
+    fold_models: dict[int, list[NextCityModel]] = {}
     extra: dict = {"device": device, "softmax": softmax, "workers": workers, "job_threads": threads, "best_epochs": {},
                    "best_val_acc4": {}, "train_rows": {}, "history": {}}
     epoch_times: list[float] = []
@@ -375,7 +370,7 @@ def run_model_stage(ctx) -> None:
     for fold, models in fold_models.items():
         rows = data.valid_rows(fold)
         if len(rows):
-            idx, prob = predict_topk(models, data.tensors.take(rows), tcfg.top_k, device, amp)
+            idx, prob = predict_topk(models, data.batch.take(rows), tcfg.top_k, device, amp)
             oof_parts.append(from_scores(data.utrips(rows), data.city_ids[idx], prob, name))
     oof = None
     if oof_parts:
@@ -384,7 +379,7 @@ def run_model_stage(ctx) -> None:
         oof = pl.concat(oof_parts)
     rows = data.test_rows()
     all_models = [m for ms in fold_models.values() for m in ms]
-    idx, prob = predict_topk(all_models, data.tensors.take(rows), tcfg.top_k, device, amp)
+    idx, prob = predict_topk(all_models, data.batch.take(rows), tcfg.top_k, device, amp)
     test = from_scores(data.utrips(rows), data.city_ids[idx], prob, name)
     extra["predict_seconds"] = round(time.perf_counter() - t_pred, 3)
     write_outputs(ctx, {name: (oof, test, time.perf_counter() - t_start, extra)})

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nextdest.models import MODELS, Dims, build_model, net_config
+from nextdest.models import MODELS, Batch, Dims
 from nextdest.models.head import N_MASKED
+from nextdest.models.step import Negatives
+from netsizes import small_model
 
 DIMS = Dims(n_cities=60, n_countries=9, seq_len=6, ctx_sizes=(13, 7, 4, 31, 5))
 SMALL = {"emb_dim": 16, "hidden": 32, "ctx_dim": 4, "n_heads": 2, "n_layers": 1, "dropout": 0.0}
@@ -22,18 +24,18 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def batch(n: int, seed: int = 0):
+def batch(n: int, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     cities = torch.randint(2, DIMS.n_cities, (n, DIMS.seq_len), generator=g)
     cities[: n // 2, 1:3] = 0  # short histories: padded lags
     countries = torch.randint(1, DIMS.n_countries, (n, DIMS.seq_len), generator=g) * (cities > 0)
     ctx = torch.stack([torch.randint(0, s, (n,), generator=g) for s in DIMS.ctx_sizes], dim=1)
     target = torch.randint(N_MASKED, DIMS.n_cities, (n,), generator=g)
-    return cities, countries, ctx, target
+    return Batch(cities, countries, ctx, target)
 
 
 def make(name: str, **over) -> torch.nn.Module:
-    model = build_model(name, net_config(name, {**SMALL, **over}, DIMS))
+    model = small_model(name, DIMS, **{**SMALL, **over})
     model.head.set_city_country(torch.arange(DIMS.n_cities) % DIMS.n_countries)
     return model
 
@@ -42,12 +44,12 @@ def make(name: str, **over) -> torch.nn.Module:
 def test_forward_backward_shapes(name):
     torch.manual_seed(0)
     model = make(name)
-    cities, countries, ctx, target = batch(8)
-    logits = model(cities, countries, ctx)
+    b = batch(8)
+    logits = model(b)
     assert logits.shape == (8, DIMS.n_cities)
     assert logits.dtype == torch.float32
     assert torch.isinf(logits[:, :N_MASKED]).all() and torch.isfinite(logits[:, N_MASKED:]).all()
-    F.cross_entropy(logits, target).backward()
+    model.loss(b).backward()
     assert model.city_emb.weight.grad is not None and model.city_emb.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad), "a parameter got no gradient"
 
@@ -64,17 +66,17 @@ def test_head_is_tied_to_the_input_table(name):
 def test_overfits_a_handful_of_trips(name):
     torch.manual_seed(0)
     model = make(name)
-    cities, countries, ctx, target = batch(24, seed=1)
+    b = batch(24, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     model.train()
     for _ in range(100):
-        loss = F.cross_entropy(model(cities, countries, ctx), target)
+        loss = model.loss(b)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        acc = (model(cities, countries, ctx).argmax(-1) == target).float().mean().item()
+        acc = (model(b).argmax(-1) == b.target).float().mean().item()
     assert acc == 1.0, f"{name} could not memorise 24 examples (train acc@1 {acc:.2f}, loss {loss.item():.3f})"
 
 
@@ -84,15 +86,15 @@ def test_same_seed_same_model_and_steps(name):
         torch.manual_seed(123)
         model = make(name, dropout=0.2)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        cities, countries, ctx, target = batch(16)
+        b = batch(16)
         for _ in range(3):
-            loss = F.cross_entropy(model(cities, countries, ctx), target)
+            loss = model.loss(b)
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
-            return model(cities, countries, ctx)
+            return model(b)
 
     assert torch.equal(run(), run())
 
@@ -102,15 +104,13 @@ def test_sampled_softmax_matches_full_softmax_with_every_city_sampled():
     against every other city) equals the full-softmax loss over the real cities."""
     torch.manual_seed(0)
     for name in MODELS:
-        model = make(name)
-        cities, countries, ctx, target = batch(8)
-        cities[:, -1] = target  # copy scores reach the target and the negatives alike
-        cities[0, 2] = target[1]
-        h = model.encode(cities, countries, ctx)
-        negatives = torch.arange(N_MASKED, DIMS.n_cities)
-        log_correction = torch.full((DIMS.n_cities,), -3.0)  # equal for every city: it cancels
-        sampled = model.head.sampled_loss(h, cities, model.copy(h), target, negatives, log_correction)
-        full = F.cross_entropy(model(cities, countries, ctx), target)
+        model = make(name).eval()
+        b = batch(8)
+        b.cities[:, -1] = b.target  # copy scores reach the target and the negatives alike
+        b.cities[0, 2] = b.target[1]
+        negatives = Negatives(torch.arange(N_MASKED, DIMS.n_cities), torch.full((DIMS.n_cities,), -3.0))  # equal correction: it cancels
+        sampled = model.loss(b, negatives)
+        full = F.cross_entropy(model(b), b.target)
         assert torch.allclose(sampled, full, atol=1e-5), name
 
 
@@ -118,10 +118,11 @@ def test_sampled_softmax_by_hand():
     """h . w + b - correction, copy scores on the sampled columns, the accidental hit removed."""
     torch.manual_seed(0)
     model = make("mlp")
-    cities, countries, ctx, target = batch(4)
+    b = batch(4)
+    cities, target = b.cities, b.target
     target[0] = 7
     cities[0] = torch.tensor([0, 0, 5, 9, 7, 5])  # 5 twice, 9 once, the target 7 once
-    h = model.encode(cities, countries, ctx)[:1]
+    h = model.encode(b)[:1]
     copy = model.copy(h)
     negatives = torch.tensor([3, 5, 7, 11])  # 7 = the target: an accidental hit
     corr = torch.linspace(-4, -1, DIMS.n_cities)
@@ -143,11 +144,12 @@ def test_transformer_last_block_computes_only_the_last_token_exactly():
     torch.manual_seed(0)
     for causal in (False, True):
         model = make("transformer", n_layers=2, causal=causal).eval()
-        cities, countries, ctx, _ = batch(16)
+        b = batch(16)
+        cities = b.cities
         with torch.no_grad():
-            fast = model.encode(cities, countries, ctx)
-            steps = model.steps(cities, countries)
-            x = torch.cat([model.context(ctx)[:, None, :], steps], dim=1)
+            fast = model.encode(b)
+            steps = model.steps(cities, b.countries)
+            x = torch.cat([model.context(b.ctx)[:, None, :], steps], dim=1)
             keep = torch.cat([torch.ones_like(cities[:, :1], dtype=torch.bool), cities > 0], dim=1)
             mask = keep[:, None, None, :]
             if causal:

@@ -6,10 +6,11 @@ import math
 
 import torch
 
-from nextdest.models import Dims, build_model, net_config
+from nextdest.models import Dims
 from nextdest.models.head import N_MASKED
 from nextdest.models.optim import make_optimizer, sparse_tables
 from nextdest.models.step import Batch, NegativeSampler, train_step, use_sampled_softmax
+from netsizes import small_model
 
 DIMS = Dims(n_cities=60, n_countries=9, seq_len=6, ctx_sizes=(13, 7, 4, 31, 5))
 
@@ -23,8 +24,7 @@ def batch(n: int, seed: int = 0):
 
 
 def make(name: str) -> torch.nn.Module:
-    hp = {"emb_dim": 16, "hidden": 32, "ctx_dim": 4, "n_heads": 2, "n_layers": 1, "dropout": 0.0}
-    model = build_model(name, net_config(name, hp, DIMS))
+    model = small_model(name, DIMS, emb_dim=16, hidden=32, ctx_dim=4, n_heads=2, n_layers=1, dropout=0.0)
     model.head.set_city_country(torch.arange(DIMS.n_cities) % DIMS.n_countries)
     return model
 

@@ -13,7 +13,8 @@ from nextdest.rankers.candidates import feature_columns
 from fakes import fake_experiment
 from nextdest.stages import run_stage, stage_function
 from nextdest.stats import transitions
-from nextdest.topk import read_topk
+from nextdest.artifacts import read_topk
+from nextdest.registry import components
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def test_pool_holds_true_city_whenever_a_model_ranked_it(cand_exp):
     truth = feat.filter(pl.any_horizontal([valid_mask(f) for f in cfg.cv.train_folds])).select("utrip_id", "city_id")
     k = cfg.candidates.per_model_k
     ranked = []
-    for stage in ("baselines", "gru", "transformer", "mlp"):
-        tk = read_topk(exp / stage / "oof_topk.parquet").filter(pl.col("rank") <= k)
+    for stage in ("baselines", *(c.name for c in components("model"))):
+        tk = read_topk(exp / stage, "oof").filter(pl.col("rank") <= k)
         ranked.append(tk.join(truth, on=["utrip_id", "city_id"], how="semi").select("utrip_id", "city_id"))
     ranked = pl.concat(ranked).unique()
     assert ranked.height > 0
@@ -97,7 +98,7 @@ def test_pool_capped_at_max_pool_and_recall_reports_the_whole_pool(cand_exp, tmp
     import dataclasses
     import shutil
 
-    from nextdest.rankers.candidates import check_candidates
+    from nextdest.artifacts import check_candidates
 
     cfg, exp = cand_exp
     oof = check_candidates(pl.read_parquet(exp / "candidates" / "oof_candidates.parquet"), "oof")

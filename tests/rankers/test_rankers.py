@@ -14,7 +14,7 @@ from nextdest.rankers.base import cross_fit, load_candidates, make_ranker, query
 from nextdest.rankers.candidates import feature_columns
 from fakes import fake_experiment
 from nextdest.stages import run_stage, stage_function
-from nextdest.topk import read_topk
+from nextdest.artifacts import read_topk
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_fold_loop_scores_every_row_once(ranker_exp):
 def test_ranker_stage_outputs(ranker_exp, stage):
     cfg, exp = ranker_exp
     out = exp / stage
-    oof = read_topk(out / "oof_topk.parquet")
+    oof = read_topk(out, "oof")
     cands = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
     # OOF top-k for every OOF trip, ranks 1..n without gaps or repeats.
     assert set(oof["utrip_id"].unique()) == set(cands["utrip_id"].unique())
@@ -75,7 +75,7 @@ def test_ranker_stage_outputs(ranker_exp, stage):
     assert set(imp) == set(feature_columns(cands)) and sum(imp.values()) > 0
     m = json.loads((out / "metrics.json").read_text())["models"][stage]
     assert m["cv_acc4"] is not None and len(m["best_iterations"]) == cfg.rankers.n_folds
-    test = read_topk(out / "test_topk.parquet")
+    test = read_topk(out, "test")
     assert test["utrip_id"].n_unique() == pl.read_parquet(exp / "candidates" / "test_candidates.parquet")["utrip_id"].n_unique()
 
 

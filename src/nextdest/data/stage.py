@@ -3,9 +3,9 @@ validate them against the official contract, store them typed as parquet."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
+from .. import artifacts
 from .official import DataError, load_official, official_paths, public_release_check
 
 
@@ -20,7 +20,7 @@ def run_data_stage(ctx) -> None:
         ctx.log(f"synthetic preset '{cfg.data.preset}' (seed {cfg.seed}) written to raw/")
         paths = {"train": raw / "train_set.csv", "test": raw / "test_set.csv", "truth": raw / "ground_truth.csv"}
         # The oracle (the generator's own distribution of each concealed city) sits beside the data.
-        for name in ("oracle.parquet", "oracle_train.parquet", "generator.json"):
+        for name in artifacts.GENERATOR_FILES:
             if (raw / name).exists():
                 shutil.move(raw / name, ctx.out / name)
         if info.get("ceiling_expected") is not None:
@@ -41,10 +41,10 @@ def run_data_stage(ctx) -> None:
     checksums = None
     if cfg.data.source == "official":  # the user's copies: are they the public release's files?
         checksums = public_release_check([p for p in paths.values() if p.exists()], report)
-    train.write_parquet(ctx.out / "train.parquet")
-    test.write_parquet(ctx.out / "test.parquet")
+    artifacts.write_reservations(ctx.out, "train", train)
+    artifacts.write_reservations(ctx.out, "test", test)
     if truth is not None:
-        truth.write_parquet(ctx.out / "truth.parquet")
+        artifacts.write_truth(ctx.out, truth)
     summary = {
         "source": cfg.data.source,
         "preset": cfg.data.preset if cfg.data.source == "synthetic" else None,
@@ -56,7 +56,7 @@ def run_data_stage(ctx) -> None:
         "checksums": checksums,
         **report.as_dict(),
     }
-    (ctx.out / "data_report.json").write_text(json.dumps(summary, indent=2))
+    artifacts.write_data_report(ctx.out, summary)
     ctx.log(
         f"train {summary['train_rows']:,} rows / {summary['train_trips']:,} trips; "
         f"test {summary['test_rows']:,} rows / {summary['test_trips']:,} trips; "

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 
-import polars as pl
-
+from .. import artifacts
 from ..device import resolve_polars_engine
-from ..schema import FOLDS, RESERVATIONS, check
 from .build import build_features_report
 from .engine import EngineRun
 
@@ -31,9 +28,9 @@ def run_features_stage(ctx) -> None:
 
     t0 = time.perf_counter()
     data, folds_dir = ctx.input("data"), ctx.input("folds")
-    train = check(pl.read_parquet(data / "train.parquet"), RESERVATIONS, "train.parquet")
-    test = check(pl.read_parquet(data / "test.parquet"), RESERVATIONS, "test.parquet")
-    folds = check(pl.read_parquet(folds_dir / "folds.parquet"), FOLDS, "folds.parquet")
+    train = artifacts.read_reservations(data, "train")
+    test = artifacts.read_reservations(data, "test")
+    folds = artifacts.read_folds(folds_dir)
     t_read = time.perf_counter() - t0
 
     feats, cities, vocab, report = build_features_report(train, test, folds, fcfg, run)
@@ -43,9 +40,7 @@ def run_features_stage(ctx) -> None:
     vocab["engine"] = {k: v for k, v in run.as_dict().items() if k != "query_seconds"}
 
     t1 = time.perf_counter()
-    feats.write_parquet(ctx.out / "features.parquet")
-    cities.write_parquet(ctx.out / "cities.parquet")
-    (ctx.out / "vocab.json").write_text(json.dumps(vocab) + "\n")
+    artifacts.write_features(ctx.out, feats, cities, vocab)
     t_write = time.perf_counter() - t1
 
     report["engine"] = run.as_dict()
@@ -57,7 +52,7 @@ def run_features_stage(ctx) -> None:
     }
     report["seconds"] = {"read": round(t_read, 3), **report["seconds"], "write": round(t_write, 3),
                          "total": round(time.perf_counter() - t0, 3)}
-    (ctx.out / "features_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    artifacts.write_features_report(ctx.out, report)
     out = report["rows_out"]
     ctx.log(
         f"{out['total']:,} feature rows (train {out['train']:,}, test {out['test']:,}, reversed "

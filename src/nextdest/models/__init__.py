@@ -1,8 +1,10 @@
-"""Next-city models: GRU, Transformer and MLP, all ending in the tied city-embedding head.
+"""Next-city models, all ending in the tied city-embedding head (:mod:`.base`).
+
+A model is one module in this folder that registers its network (:func:`register_model`); importing
+this package imports every module in it, so :data:`MODELS` lists them all. A model is built from
+its config section (``models.<name>``) and the data's :class:`Dims`.
 
 Torch only (no polars, no yaml): ``scripts/gpu_check.sh`` imports these on a bare machine.
-A model is built from its name, its hyperparameters (the ``models.<name>`` config section, extra
-keys such as ``enabled``/``epochs`` ignored) and the data's :class:`Dims`.
 """
 
 from __future__ import annotations
@@ -10,40 +12,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch.nn as nn
+from ..registry import Component, discover
+from .base import ModelConfig, NextCityModel, register_model
+from .batch import Batch, Dims
 
-from .context import Dims
-from .gru import GRUNet, GRUNetConfig
-from .mlp import MLPNet, MLPNetConfig
-from .transformer import TransformerNet, TransformerNetConfig
-
-MODELS: dict[str, tuple[type, type]] = {
-    "gru": (GRUNet, GRUNetConfig),
-    "transformer": (TransformerNet, TransformerNetConfig),
-    "mlp": (MLPNet, MLPNetConfig),
-}
+MODELS: dict[str, Component] = discover("model")  # name -> registered model, every module of this package imported
 
 
-def net_config(name: str, hparams: Any, dims: Dims | dict) -> Any:
-    """The network config of model ``name``: ``hparams`` (a config dataclass or dict; keys the
-    network does not take are ignored) plus the data sizes ``dims``."""
+def build_model(name: str, section: Any, dims: Dims | dict) -> NextCityModel:
+    """Model ``name`` built from its config section (its dataclass, or a dict of its keys) and the
+    data sizes ``dims``."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    _, cfg_cls = MODELS[name]
-    h = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
-    d = dataclasses.asdict(dims) if dataclasses.is_dataclass(dims) else dict(dims)
-    fields = {f.name for f in dataclasses.fields(cfg_cls)}
-    kwargs = {k: v for k, v in {**h, **d}.items() if k in fields}
-    kwargs["ctx_sizes"] = tuple(kwargs["ctx_sizes"])
-    return cfg_cls(**kwargs)
+    entry = MODELS[name]
+    if not dataclasses.is_dataclass(section):
+        section = entry.config(**section)
+    return entry.cls(section, dims if isinstance(dims, Dims) else Dims(**dims))
 
 
-def build_model(name: str, config: Any) -> nn.Module:
-    """Instantiate model ``name`` from its network config (dataclass or dict)."""
-    net_cls, cfg_cls = MODELS[name]
-    if not isinstance(config, cfg_cls):
-        config = cfg_cls(**{**dict(config), "ctx_sizes": tuple(dict(config)["ctx_sizes"])})
-    return net_cls(config)
-
-
-__all__ = ["Dims", "MODELS", "build_model", "net_config", "GRUNet", "TransformerNet", "MLPNet"]
+__all__ = ["Batch", "Dims", "MODELS", "ModelConfig", "NextCityModel", "build_model", "register_model"]

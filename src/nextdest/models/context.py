@@ -1,32 +1,13 @@
-"""Shared input pieces: the per-step token encoder and the context-feature encoder.
-
-Every model sees the same three integer tensors (built by :mod:`nextdest.nn_data`):
-
-* ``cities``    (B, L) rare-bucketed input city indices, L = 1 + n_lags, ordered
-  [first_city, lag_n, ..., lag_1] (0 = padding: no such step);
-* ``countries`` (B, L) hotel-country indices of the same steps;
-* ``ctx``       (B, F) the target row's own context, one small categorical index per field
-  (month, weekdays, nights, gap, span, booker, device, affiliate, N, pos, steps_left, ...).
+"""Shared input pieces: the per-step token encoder and the context-feature encoder (the inputs
+are described in :mod:`.batch`).
 
 This module imports only torch, so the models run where polars is not installed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
-
-
-@dataclass
-class Dims:
-    """Sizes that come from the data, not from the hyperparameters."""
-
-    n_cities: int  # target vocabulary: every city_idx (0 = pad, 1 = rare bucket, real from 2)
-    n_countries: int
-    seq_len: int  # 1 + n_lags
-    ctx_sizes: tuple[int, ...]  # cardinality of each context field, in nn_data.CTX_FIELDS order
 
 
 class ContextEncoder(nn.Module):

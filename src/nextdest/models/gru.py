@@ -2,7 +2,7 @@
 
     [first, lag5 .. lag1] --(city emb + country emb)--> GRU --> last hidden --+
     target-row context --> ContextEncoder --------------------------------------+--> MLP --> h (d)
-    logits = h @ E.T + b        (E = the input city table)
+    logits = h @ E.T + b        (E = the input city table; NextCityModel)
 """
 
 from __future__ import annotations
@@ -12,47 +12,35 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .context import ContextEncoder, StepEncoder, embedding
-from .head import TiedHead
+from ..sections import at_least
+from .base import ModelConfig, NextCityModel, register_model
+from .batch import Batch
+from .context import ContextEncoder, StepEncoder
 
 
-@dataclass
-class GRUNetConfig:
-    n_cities: int
-    n_countries: int
-    seq_len: int
-    ctx_sizes: tuple[int, ...]
-    emb_dim: int = 128
-    hidden: int = 256
-    ctx_dim: int = 32
-    dropout: float = 0.2
+@dataclass(frozen=True)
+class GRUConfig(ModelConfig):
+    hidden: int = at_least(1)
+    ctx_dim: int = at_least(1)  # per context field
 
 
-class GRUNet(nn.Module):
-    def __init__(self, config: GRUNetConfig):
-        super().__init__()
-        c = self.config = config
-        self.city_emb = embedding(c.n_cities, c.emb_dim)
-        self.country_emb = embedding(c.n_countries, c.emb_dim)
-        self.steps = StepEncoder(self.city_emb, self.country_emb, c.seq_len, positions=False, dropout=c.dropout)
-        self.gru = nn.GRU(c.emb_dim, c.hidden, batch_first=True)
-        self.context = ContextEncoder(c.ctx_sizes, c.ctx_dim, c.hidden, dropout=c.dropout)
+@register_model("gru", GRUConfig)
+class GRUNet(NextCityModel):
+    def build(self) -> None:
+        c, d = self.cfg, self.cfg.emb_dim
+        self.steps = StepEncoder(self.city_emb, self.country_emb, self.dims.seq_len, positions=False, dropout=c.dropout)
+        self.gru = nn.GRU(d, c.hidden, batch_first=True)
+        self.context = ContextEncoder(self.dims.ctx_sizes, c.ctx_dim, c.hidden, dropout=c.dropout)
         self.mlp = nn.Sequential(
             nn.Linear(2 * c.hidden, c.hidden),
             nn.LayerNorm(c.hidden),
             nn.GELU(),
             nn.Dropout(c.dropout),
-            nn.Linear(c.hidden, c.emb_dim),
+            nn.Linear(c.hidden, d),
         )
-        self.head = TiedHead(self.city_emb, self.country_emb)
-        self.copy = nn.Linear(c.emb_dim, c.seq_len)  # copy score of each input step
 
-    def encode(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        x = self.steps(cities, countries)  # (B, L, d)
+    def encode(self, batch: Batch) -> torch.Tensor:
+        x = self.steps(batch.cities, batch.countries)  # (B, L, d)
         _, h_last = self.gru(x)  # (1, B, hidden)
-        z = torch.cat([h_last[0], self.context(ctx)], dim=-1)  # (B, 2*hidden)
+        z = torch.cat([h_last[0], self.context(batch.ctx)], dim=-1)  # (B, 2*hidden)
         return self.mlp(z)  # (B, d)
-
-    def forward(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        h = self.encode(cities, countries, ctx)  # (B, d)
-        return self.head(h, cities, self.copy(h))  # (B, V)

@@ -2,7 +2,7 @@
 
     [first, lag5 .. lag1] city + country embeddings (concatenated) ++ ContextEncoder(ctx)
       --> Linear --> 2 x residual [Linear, BatchNorm, PReLU, Dropout] --> Linear --> h (d)
-    logits = h @ E.T + b
+    logits = h @ E.T + b        (NextCityModel)
 """
 
 from __future__ import annotations
@@ -12,20 +12,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .context import ContextEncoder, StepEncoder, embedding
-from .head import TiedHead
+from ..sections import at_least
+from .base import ModelConfig, NextCityModel, register_model
+from .batch import Batch
+from .context import ContextEncoder, StepEncoder
 
 
-@dataclass
-class MLPNetConfig:
-    n_cities: int
-    n_countries: int
-    seq_len: int
-    ctx_sizes: tuple[int, ...]
-    emb_dim: int = 128
-    hidden: int = 512
-    ctx_dim: int = 32
-    dropout: float = 0.2
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
+    hidden: int = at_least(1)
+    ctx_dim: int = at_least(1)  # per context field
 
 
 class ResidualLayer(nn.Module):
@@ -37,30 +33,22 @@ class ResidualLayer(nn.Module):
         return x + self.net(x)  # (B, d)
 
 
-class MLPNet(nn.Module):
-    def __init__(self, config: MLPNetConfig):
-        super().__init__()
-        c = self.config = config
-        self.city_emb = embedding(c.n_cities, c.emb_dim)
-        self.country_emb = embedding(c.n_countries, c.emb_dim)
-        self.steps = StepEncoder(self.city_emb, self.country_emb, c.seq_len, positions=False, dropout=c.dropout)
-        self.context = ContextEncoder(c.ctx_sizes, c.ctx_dim, c.hidden // 2, dropout=c.dropout)
+@register_model("mlp", MLPConfig)
+class MLPNet(NextCityModel):
+    def build(self) -> None:
+        c, L = self.cfg, self.dims.seq_len
+        self.steps = StepEncoder(self.city_emb, self.country_emb, L, positions=False, dropout=c.dropout)
+        self.context = ContextEncoder(self.dims.ctx_sizes, c.ctx_dim, c.hidden // 2, dropout=c.dropout)
         self.inp = nn.Sequential(
-            nn.Linear(c.seq_len * c.emb_dim + c.hidden // 2, c.hidden),
+            nn.Linear(L * c.emb_dim + c.hidden // 2, c.hidden),
             nn.BatchNorm1d(c.hidden),
             nn.PReLU(),
             nn.Dropout(c.dropout),
         )
         self.layers = nn.Sequential(ResidualLayer(c.hidden, c.dropout), ResidualLayer(c.hidden, c.dropout))
         self.out = nn.Linear(c.hidden, c.emb_dim)
-        self.head = TiedHead(self.city_emb, self.country_emb)
-        self.copy = nn.Linear(c.emb_dim, c.seq_len)  # copy score of each input step
 
-    def encode(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        steps = self.steps(cities, countries).flatten(1)  # (B, L*d)
-        z = torch.cat([steps, self.context(ctx)], dim=-1)  # (B, L*d + hidden/2)
+    def encode(self, batch: Batch) -> torch.Tensor:
+        steps = self.steps(batch.cities, batch.countries).flatten(1)  # (B, L*d)
+        z = torch.cat([steps, self.context(batch.ctx)], dim=-1)  # (B, L*d + hidden/2)
         return self.out(self.layers(self.inp(z)))  # (B, d)
-
-    def forward(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        h = self.encode(cities, countries, ctx)  # (B, d)
-        return self.head(h, cities, self.copy(h))  # (B, V)

@@ -1,13 +1,13 @@
-"""One training step, in one place: the batch, the loss (full or sampled softmax), backward,
-clip and update. ``nextdest.train.fit``, ``benchmarks/train_speed.py`` and
-``scripts/gpu_check.sh`` all call :func:`train_step`.
+"""One training step, in one place: the model's loss on a batch (full or sampled softmax:
+:meth:`~.base.NextCityModel.loss`), backward, clip and update. ``nextdest.train.fit``,
+``benchmarks/train_speed.py`` and ``scripts/gpu_check.sh`` all call :func:`train_step`.
 
 Sampled softmax (``NegativeSampler``): a batch shares one set of negatives, drawn with replacement
 from the proposal Q (the training targets' popularity) and made unique; each sampled logit is
 corrected by ``-log E[count]``, with ``E[count] = 1 - (1 - q)^n`` the chance a city is in the set
 (TensorFlow's ``sampled_softmax_loss`` with ``unique=True``), so that the sampled loss estimates the
 full softmax. A negative that is the row's own target (an accidental hit) is removed. Prediction
-always scores every city (``model(...)``, the full softmax).
+always scores every city (``model(batch)``, the full softmax).
 
 Torch only, like the rest of ``nextdest.models``.
 """
@@ -17,24 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+from .base import NextCityModel
+from .batch import Batch
 from .head import N_MASKED
 from .optim import clip_grad_norm
-
-
-@dataclass
-class Batch:
-    """A batch of training rows (every tensor on the model's device)."""
-
-    cities: torch.Tensor  # (B, L) input city indices [first, lag_n .. lag_1]
-    countries: torch.Tensor  # (B, L)
-    ctx: torch.Tensor  # (B, F)
-    target: torch.Tensor  # (B,) city_idx
-
-    def __len__(self) -> int:
-        return self.target.shape[0]
 
 
 @dataclass
@@ -68,14 +55,6 @@ class NegativeSampler:
         return Negatives(torch.unique(draws), self.log_correction)  # unique: sorted
 
 
-def batch_loss(model: nn.Module, batch: Batch, negatives: Negatives | None = None) -> torch.Tensor:
-    """Mean cross-entropy of the batch: over every city (``negatives`` None) or sampled."""
-    if negatives is None:
-        return F.cross_entropy(model(batch.cities, batch.countries, batch.ctx), batch.target)
-    h = model.encode(batch.cities, batch.countries, batch.ctx)  # (B, d)
-    return model.head.sampled_loss(h, batch.cities, model.copy(h), batch.target, negatives.ids, negatives.log_correction)
-
-
 def autocast(device: str, amp: bool):
     """bf16 autocast on CUDA when ``amp`` (fp16 where bf16 is unsupported); a no-op on CPU."""
     if device != "cuda" or not amp:
@@ -85,7 +64,7 @@ def autocast(device: str, amp: bool):
 
 
 def train_step(
-    model: nn.Module,
+    model: NextCityModel,
     batch: Batch,
     opt: torch.optim.Optimizer,
     sampler: NegativeSampler | None = None,
@@ -95,10 +74,10 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     clip: float = 1.0,
 ) -> torch.Tensor:
-    """One update on ``batch``; returns the (detached) loss."""
+    """One update on ``batch`` (on the model's device); returns the (detached) loss."""
     negatives = sampler.draw() if sampler is not None else None
     with autocast(device, amp):
-        loss = batch_loss(model, batch, negatives)
+        loss = model.loss(batch, negatives)
     opt.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
@@ -118,4 +97,4 @@ def use_sampled_softmax(n_negatives: int, n_cities: int) -> bool:
     return n_negatives > 0 and n_cities - N_MASKED > 2 * n_negatives
 
 
-__all__ = ["Batch", "Negatives", "NegativeSampler", "batch_loss", "train_step", "autocast", "use_sampled_softmax"]
+__all__ = ["Batch", "Negatives", "NegativeSampler", "train_step", "autocast", "use_sampled_softmax"]

@@ -3,7 +3,8 @@
 Tokens (T = 1 + L): [context, first, lag5 .. lag1]; a city token is city emb + country emb +
 learned position, the context token is the ContextEncoder's output. Padding steps (no such lag)
 are masked out of attention; attention is bidirectional (``causal: true`` restricts it to earlier
-tokens). The last token (lag1, always present) is pooled into the trip vector.
+tokens). The last token (lag1, always present) is pooled into the trip vector; logits as in
+NextCityModel (tied head + copy scores).
 """
 
 from __future__ import annotations
@@ -14,22 +15,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .context import ContextEncoder, StepEncoder, embedding
-from .head import TiedHead
+from ..sections import at_least
+from .base import ModelConfig, NextCityModel, register_model
+from .batch import Batch
+from .context import ContextEncoder, StepEncoder
 
 
-@dataclass
-class TransformerNetConfig:
-    n_cities: int
-    n_countries: int
-    seq_len: int
-    ctx_sizes: tuple[int, ...]
-    emb_dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    ctx_dim: int = 32
-    dropout: float = 0.1
-    causal: bool = False
+@dataclass(frozen=True)
+class TransformerConfig(ModelConfig):
+    n_layers: int = at_least(1)
+    n_heads: int = at_least(1)
+    ctx_dim: int = at_least(1)  # per context field
+    causal: bool  # true: each token attends to earlier tokens only
+
+    def problems(self, at: str):
+        if self.emb_dim % self.n_heads:
+            yield "n_heads", self.n_heads, f"a divisor of {at}emb_dim ({self.emb_dim})"
 
 
 class SelfAttention(nn.Module):
@@ -74,34 +75,26 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))  # (B, T|1, d)
 
 
-class TransformerNet(nn.Module):
-    def __init__(self, config: TransformerNetConfig):
-        super().__init__()
-        c = self.config = config
-        d = c.emb_dim
-        self.city_emb = embedding(c.n_cities, d)
-        self.country_emb = embedding(c.n_countries, d)
-        self.steps = StepEncoder(self.city_emb, self.country_emb, c.seq_len, positions=True, dropout=c.dropout)
-        self.context = ContextEncoder(c.ctx_sizes, c.ctx_dim, d, dropout=c.dropout)
+@register_model("transformer", TransformerConfig)
+class TransformerNet(NextCityModel):
+    def build(self) -> None:
+        c, d = self.cfg, self.cfg.emb_dim
+        self.steps = StepEncoder(self.city_emb, self.country_emb, self.dims.seq_len, positions=True, dropout=c.dropout)
+        self.context = ContextEncoder(self.dims.ctx_sizes, c.ctx_dim, d, dropout=c.dropout)
         self.blocks = nn.ModuleList(Block(d, c.n_heads, c.dropout) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(d)
         self.out = nn.Linear(d, d)
-        self.head = TiedHead(self.city_emb, self.country_emb)
-        self.copy = nn.Linear(c.emb_dim, c.seq_len)  # copy score of each input step
-        T = 1 + c.seq_len
+        T = 1 + self.dims.seq_len
         self.register_buffer("causal_mask", torch.ones(T, T, dtype=torch.bool).tril(), persistent=False)
 
-    def encode(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        steps = self.steps(cities, countries)  # (B, L, d)
-        x = torch.cat([self.context(ctx)[:, None, :], steps], dim=1)  # (B, T, d)
+    def encode(self, batch: Batch) -> torch.Tensor:
+        cities = batch.cities
+        steps = self.steps(cities, batch.countries)  # (B, L, d)
+        x = torch.cat([self.context(batch.ctx)[:, None, :], steps], dim=1)  # (B, T, d)
         keep = torch.cat([torch.ones_like(cities[:, :1], dtype=torch.bool), cities > 0], dim=1)  # (B, T)
         mask = keep[:, None, None, :]  # (B, 1, 1, T): attend to real tokens only
-        if self.config.causal:
+        if self.cfg.causal:
             mask = mask & self.causal_mask  # (B, 1, T, T)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, last_only=i == len(self.blocks) - 1)  # (B, T, d); the last block (B, 1, d)
         return self.out(self.ln_f(x[:, -1]))  # (B, d)
-
-    def forward(self, cities: torch.Tensor, countries: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        h = self.encode(cities, countries, ctx)  # (B, d)
-        return self.head(h, cities, self.copy(h))  # (B, V)

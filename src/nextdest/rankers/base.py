@@ -14,13 +14,14 @@ cuts, binning) is done once (:meth:`Ranker.prepare`); the held-out scores that d
 stopping come from the new trees only, every ``EVAL_EVERY`` rounds. Per round the cost is linear
 in the rows, and the rounds are capped (``n_estimators``).
 
-:func:`run_ranker_stage` is the stage function of ``xgb_ranker`` and ``lgb_ranker``: the ranker
-is picked by the stage's name.
+A ranker is one module in this folder: its config (a :class:`GBDTConfig` subclass, section
+``rankers.<key>``) and its :class:`Ranker`, registered with :func:`register_ranker`.
+:func:`run_ranker_stage` is the stage function of every registered ranker: the ranker is picked by
+the stage's name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from abc import ABC, abstractmethod
@@ -29,9 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from .. import registry
 from ..folds import trip_groups
+from ..sections import at_least, fraction, positive
 from ..topk import rerank, write_outputs
-from .candidates import check_candidates, feature_columns
+from ..artifacts import read_candidates, write_json
+from .candidates import feature_columns
 
 
 # --------------------------------------------------------------------------- data
@@ -92,11 +96,30 @@ def to_rankdata(df: pl.DataFrame, features: list[str]) -> RankData:
 
 
 # --------------------------------------------------------------------------- interface
+@dataclass(frozen=True)
+class GBDTConfig:
+    """The keys of every gradient-boosted ranker's section (``rankers.<key>``)."""
+
+    enabled: bool
+    n_estimators: int = at_least(1)  # the most rounds; the fold loop stops earlier on held-out NDCG@4
+    learning_rate: float = positive()
+    max_bin: int = at_least(2)
+    subsample: float = fraction()
+    colsample_bytree: float = fraction()
+    early_stopping_rounds: int = at_least(1)  # rounds without a better pooled held-out NDCG@4
+
+
+def register_ranker(name: str, key: str, config: type):
+    """Class decorator: register a :class:`Ranker` as stage ``name`` with config section
+    ``rankers.<key>`` typed by ``config``."""
+    return registry.register("ranker", name, key, config)
+
+
 class Ranker(ABC):
     """A learning-to-rank model over query groups. Subclasses wrap one library."""
 
     def __init__(self, params, seed: int, device: str, n_threads: int):
-        self.params = params  # the library's section of the config (XGBConfig, LGBConfig)
+        self.params = params  # the ranker's config section (a GBDTConfig)
         self.seed = seed
         self.device = device  # "cuda" or "cpu", from nextdest.device.resolve_device
         self.n_threads = n_threads
@@ -136,6 +159,12 @@ class Ranker(ABC):
         """What actually ran (device, library-specific notes) for metrics.json."""
         return {"device": self.device}
 
+    @classmethod
+    def runtime(cls, cfg) -> dict:
+        """Settings resolved at run time that change this ranker's results (part of its stage's
+        cache key), e.g. a thread count the library is deterministic for only."""
+        return {}
+
 
 def resolve_threads(setting: int) -> int:
     """``rankers.n_threads``: a positive number as given; 0 = every core. (On a machine shared
@@ -145,17 +174,11 @@ def resolve_threads(setting: int) -> int:
 
 
 def make_ranker(stage: str, cfg, device: str) -> Ranker:
-    """The ranker for stage ``xgb_ranker`` or ``lgb_ranker`` under ``cfg``."""
-    n_threads = resolve_threads(cfg.rankers.n_threads)
-    if stage == "xgb_ranker":
-        from .xgb import XGBRanker
-
-        return XGBRanker(cfg.rankers.xgb, cfg.seed, device, n_threads)
-    if stage == "lgb_ranker":
-        from .lgb import LGBRanker
-
-        return LGBRanker(cfg.rankers.lgb, cfg.seed, device, n_threads)
-    raise ValueError(f"no ranker for stage {stage!r}")
+    """A fresh ranker of the registered ranker stage ``stage`` under ``cfg``."""
+    entry = registry.discover("ranker").get(stage)
+    if entry is None:
+        raise ValueError(f"no ranker for stage {stage!r}")
+    return entry.cls(cfg.section(entry.section), cfg.seed, device, resolve_threads(cfg.rankers.n_threads))
 
 
 # --------------------------------------------------------------------------- the fold loop
@@ -316,17 +339,13 @@ def plot_importance(importance: dict[str, float], path, title: str, top: int = 3
 
 def load_candidates(cand_dir, max_candidates: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The candidate tables, capped at ``max_candidates`` per trip by pool priority."""
-    out = []
-    for split in ("oof", "test"):
-        path = cand_dir / f"{split}_candidates.parquet"
-        df = pl.scan_parquet(path).filter(pl.col("prio") <= max_candidates).collect()
-        out.append(check_candidates(df, str(path)).sort("utrip_id", "prio"))
-    return out[0], out[1]
+    oof, test = (read_candidates(cand_dir, split, max_candidates).sort("utrip_id", "prio") for split in ("oof", "test"))
+    return oof, test
 
 
 def run_ranker_stage(ctx) -> None:
-    """Stage ``xgb_ranker`` / ``lgb_ranker``: cross-fit the ranker, write top-k, metrics,
-    importances (JSON + PNG)."""
+    """A ranker stage (its name picks the registered ranker): cross-fit the ranker, write top-k,
+    metrics, importances (JSON + PNG)."""
     from ..device import resolve_device
 
     cfg = ctx.cfg
@@ -350,7 +369,7 @@ def run_ranker_stage(ctx) -> None:
     del tables
     oof_topk = rerank(res.oof, name, k)
     test_topk = rerank(res.test, name, k)
-    (ctx.out / "importance.json").write_text(json.dumps(res.importance, indent=2))
+    write_json(ctx.out, "importance.json", res.importance)
     plot_importance(res.importance, ctx.out / "importance.png", f"{name}: feature importance (gain, mean of {cfg.rankers.n_folds} folds)")
     extra = {"best_iterations": res.best_iterations, **extra, "top_features": list(res.importance)[:10], **res.info}
     write_outputs(ctx, {name: (oof_topk, test_topk, time.perf_counter() - t0, extra)})

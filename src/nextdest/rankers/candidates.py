@@ -2,7 +2,8 @@
 (trip, candidate) pair.
 
 Pool (per query trip: the validation trips of the trained folds, and every test trip)
-  * every available model's top ``candidates.per_model_k`` (baselines, gru, transformer, mlp);
+  * every available model's top ``candidates.per_model_k`` (the baselines and every model stage:
+    the stage's top-k inputs);
   * the previous city's most frequent next cities, and those of the last two cities
     (``transition_k`` each, out of fold);
   * the trip's first city (trips often end where they started);
@@ -40,7 +41,6 @@ rankers never train on it), ``recall.json``, ``feature_names.json``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -49,15 +49,15 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from .. import artifacts
+from ..artifacts import check_candidates
+from ..baselines import BASELINES
 from ..folds import test_mask, valid_mask
-from ..schema import CANDIDATES, FIRST_INDEX, SchemaError, check, conform
+from ..schema import CANDIDATES, FIRST_INDEX, SchemaError, conform
 from ..stats import known_rows, popularity, targets, transitions
-from ..topk import read_topk
 
 PRIO_C = 5.0  # reciprocal-rank-fusion constant of the pool priority
 RECALL_CUTOFFS = (4, 10, 20, 30, 50, 75, 100, 150, 200)
-BASELINE_MODELS = ("popular", "prev_city")
-NEURAL_STAGES = ("gru", "transformer", "mlp")
 ID_COLUMNS = ("utrip_id", "fold", "city_idx", "city_id", "label", "prio")
 
 # Trip context copied from the query row (the row whose city is predicted).
@@ -76,23 +76,6 @@ CONTEXT = {
 
 
 # --------------------------------------------------------------------------- inputs
-def model_tables(ctx) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
-    """Every available model's (oof top-k, test top-k), keyed by model name, in a fixed order:
-    the baselines, then each enabled and finished neural stage."""
-    out: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
-    for stage in ("baselines", *NEURAL_STAGES):
-        if not ctx.has_input(stage):
-            continue
-        folder = ctx.input(stage)
-        if not (folder / "oof_topk.parquet").exists() or not (folder / "test_topk.parquet").exists():
-            ctx.log(f"stage '{stage}' has no top-k tables, passed over")
-            continue
-        oof, test = read_topk(folder / "oof_topk.parquet"), read_topk(folder / "test_topk.parquet")
-        for name in sorted(oof["model"].unique().to_list()):
-            out[name] = (oof.filter(pl.col("model") == name), test.filter(pl.col("model") == name))
-    return out
-
-
 def _to_idx(topk: pl.DataFrame, cities: pl.DataFrame) -> pl.DataFrame:
     """Top-k table with raw ids -> (utrip_id, city_idx, score, rank, gap), gap = score - the
     model's best score in the trip."""
@@ -221,7 +204,7 @@ def pool_features(
                        pl.col("rank").cast(pl.Float32).alias(f"m_{name}_rank"), pl.col("gap").alias(f"m_{name}_gap")),
             on=["utrip_id", "city_idx"], how="left",
         )
-    scored = [n for n in models if n not in BASELINE_MODELS] or list(models)
+    scored = [n for n in models if n not in BASELINES] or list(models)
     ranks = [pl.col(f"m_{n}_rank") for n in scored]
     df = df.with_columns(
         pl.sum_horizontal([r.is_not_null() for r in ranks]).cast(pl.Int8).alias("m_n_ranked"),
@@ -475,15 +458,6 @@ def conform_candidates(df: pl.DataFrame, name: str) -> pl.DataFrame:
     return df
 
 
-def check_candidates(df: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Raise unless ``df`` has the candidate key columns with their dtypes and numeric features."""
-    check(df, {c: t for c, t in CANDIDATES.items() if c != "label" or "label" in df.columns}, name)
-    bad = [f"{c} ({t})" for c, t in df.schema.items() if c not in CANDIDATES and not t.is_numeric()]
-    if bad:
-        raise SchemaError(f"{name}: non-numeric feature columns {bad}")
-    return df
-
-
 # --------------------------------------------------------------------------- stage
 def run_candidates_stage(ctx) -> None:
     """Pool and features of every OOF validation trip (fold by fold, statistics out of that fold)
@@ -492,9 +466,9 @@ def run_candidates_stage(ctx) -> None:
     cfg = ctx.cfg
     t0 = time.perf_counter()
     feat_dir = ctx.input("features")
-    feat = pl.read_parquet(feat_dir / "features.parquet")
-    cities = pl.read_parquet(feat_dir / "cities.parquet")
-    tables = model_tables(ctx)
+    feat = artifacts.read_features(feat_dir)
+    cities = artifacts.read_cities(feat_dir)
+    tables = artifacts.read_model_tables(ctx.topk_inputs(), ctx.log)
     if not tables:
         raise RuntimeError("candidates: no model top-k tables found (baselines must have run)")
     ctx.log(f"models pooled: {', '.join(tables)}; features for the first {cfg.candidates.max_pool} of each pool")
@@ -534,11 +508,11 @@ def run_candidates_stage(ctx) -> None:
     q = feat.filter(test_mask())
     whole = []
     test = pool_features(feat, q, None, test_idx, cities, cfg, whole).with_columns(pl.lit(-1, pl.Int8).alias("fold"))
-    truth_path = ctx.input("data") / "truth.parquet"
+    truth = artifacts.read_truth(ctx.input("data"))
     test_hits = None
-    if truth_path.exists():
+    if truth is not None:
         test_truth = (
-            pl.read_parquet(truth_path).select("utrip_id", "city_id")
+            truth.select("utrip_id", "city_id")
             .join(cities.select("city_id", "city_idx"), on="city_id", how="left")
             .select("utrip_id", pl.col("city_idx").fill_null(0))
         )
@@ -551,11 +525,8 @@ def run_candidates_stage(ctx) -> None:
     n_oof_rows, n_test_rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in oof_parts), test.height
     del test, whole
 
-    if len(oof_parts) == 1:
-        oof_parts[0].rename(ctx.out / "oof_candidates.parquet")
-    else:  # streamed: the parts (folds, in cfg.cv.train_folds order) one after another
-        pl.scan_parquet(oof_parts).sink_parquet(ctx.out / "oof_candidates.parquet")
-    test_part.rename(ctx.out / "test_candidates.parquet")
+    artifacts.write_candidate_parts(ctx.out, "oof", oof_parts)  # the folds, in cfg.cv.train_folds order
+    artifacts.write_candidate_parts(ctx.out, "test", [test_part])
     shutil.rmtree(parts_dir)
     recall = {
         "oof": recall_from_prio(pl.concat(oof_hits), oof_pool_rows),
@@ -565,8 +536,7 @@ def run_candidates_stage(ctx) -> None:
         "prio_c": PRIO_C,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    (ctx.out / "recall.json").write_text(json.dumps(recall, indent=2))
-    (ctx.out / "feature_names.json").write_text(json.dumps([c for c in cols if c not in ID_COLUMNS], indent=2))
+    artifacts.write_candidates_info(ctx.out, recall, [c for c in cols if c not in ID_COLUMNS])
     for part, r in (("OOF", recall["oof"]), ("test", recall["test"])):
         if r:
             ctx.log(

@@ -9,11 +9,18 @@ only when the installed build supports it (``device_type="cuda"``, else the Open
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
-import lightgbm as lgb
 import numpy as np
 
-from .base import RankData, Ranker
+from ..sections import at_least
+from .base import GBDTConfig, RankData, Ranker, register_ranker
+
+
+@dataclass(frozen=True)
+class LGBConfig(GBDTConfig):
+    num_leaves: int = at_least(2)
+    min_child_samples: int = at_least(0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -21,6 +28,8 @@ def lgb_device(device: str) -> tuple[str, str]:
     """(LightGBM ``device_type``, why) for the resolved project device ("cuda" or "cpu")."""
     if device != "cuda":
         return "cpu", "device resolved to cpu"
+    import lightgbm as lgb
+
     rng = np.random.default_rng(0)
     X, y = rng.random((64, 3)), (rng.random(64) > 0.5).astype(float)
     for dtype in ("cuda", "gpu"):
@@ -33,6 +42,7 @@ def lgb_device(device: str) -> tuple[str, str]:
     return "cpu", f"this LightGBM build has no GPU support ({why}); using the CPU"
 
 
+@register_ranker("lgb_ranker", "lgb", LGBConfig)
 class LGBRanker(Ranker):
     def _params(self) -> dict:
         p = self.params
@@ -62,11 +72,15 @@ class LGBRanker(Ranker):
     def prepare(self, data: RankData, rows: np.ndarray):
         """Every trainable row binned once (LightGBM ``Dataset``, raw values freed); each fold
         trains on a subset of it (``Dataset.subset``: bins copied, none recomputed)."""
+        import lightgbm as lgb
+
         full = lgb.Dataset(data.X[rows], data.y[rows], group=data.take(rows).sizes if len(rows) else None,
                            feature_name=data.names, params=self._dataset_params(), free_raw_data=True)
         return full.construct(), np.asarray(rows)
 
     def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
+        import lightgbm as lgb
+
         full, kept = prepared
         self.booster = lgb.Booster(self._params(), full.subset(np.searchsorted(kept, rows)))
 
@@ -91,5 +105,7 @@ class LGBRanker(Ranker):
         return {n: float(g) for n, g in zip(self.booster.feature_name(), gain)}
 
     def describe(self) -> dict:
+        import lightgbm as lgb
+
         device_type, why = lgb_device(self.device)
         return {"device": self.device, "lgb_device_type": device_type, "lgb_device_note": why, "lightgbm": lgb.__version__}

@@ -10,13 +10,27 @@ against them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
-import xgboost as xgb
 
-from .base import RankData, Ranker
+from ..sections import at_least
+from .base import GBDTConfig, RankData, Ranker, register_ranker, resolve_threads
 
 
+@dataclass(frozen=True)
+class XGBConfig(GBDTConfig):
+    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic"]
+    max_depth: int = at_least(1)
+
+
+@register_ranker("xgb_ranker", "xgb", XGBConfig)
 class XGBRanker(Ranker):
+    @classmethod
+    def runtime(cls, cfg) -> dict:
+        """XGBoost's hist trees are deterministic for a given thread count only."""
+        return {"xgb_threads": resolve_threads(cfg.rankers.n_threads)}
     def _params(self) -> dict:
         p = self.params
         return {
@@ -32,7 +46,9 @@ class XGBRanker(Ranker):
             "seed": self.seed,
         }
 
-    def _dmatrix(self, data: RankData, ref=None) -> xgb.DMatrix:
+    def _dmatrix(self, data: RankData, ref=None):
+        import xgboost as xgb
+
         d = xgb.QuantileDMatrix(data.X, label=data.y, feature_names=data.names, ref=ref, max_bin=self.params.max_bin,
                                 nthread=self.n_threads)
         d.set_group(data.sizes)
@@ -44,6 +60,8 @@ class XGBRanker(Ranker):
         return self._dmatrix(data.take(rows))
 
     def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
+        import xgboost as xgb
+
         self._dtrain = self._dmatrix(data.take(rows), ref=prepared)
         self.booster = xgb.Booster(self._params(), [self._dtrain])
 
@@ -68,4 +86,6 @@ class XGBRanker(Ranker):
         return {k: float(v) for k, v in self.booster.get_score(importance_type="total_gain").items()}
 
     def describe(self) -> dict:
+        import xgboost as xgb
+
         return {"device": self.device, "tree_method": "hist", "objective": self.params.objective, "xgboost": xgb.__version__}

@@ -1,9 +1,9 @@
-"""Stage 11: blend.
+"""Stage 08: blend.
 
 Blend every model's and ranker's scores; weights fitted on out-of-fold predictions.
 
-Command:  python pipelines/11_blend.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
-Inputs:   artifacts/<exp>/{baselines,gru,transformer,mlp,xgb_ranker,lgb_ranker}/*
+Command:  python pipelines/08_blend.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
+Inputs:   the top-k tables of the baselines, of every model stage and of every ranker stage
 Outputs:  artifacts/<exp>/blend/{oof_topk.parquet, test_topk.parquet, weights.json, metrics.json}
 Skipped when its manifest key (config section, inputs, code) is unchanged; --force reruns it.
 """

@@ -1,10 +1,10 @@
-"""Stage 08: candidates.
+"""Stage 06: candidates.
 
 Pool candidates per trip (every model's top-k, transitions, first city, country
 favourites) and compute the ranker features.
 
-Command:  python pipelines/08_candidates.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
-Inputs:   artifacts/<exp>/{features,baselines,gru,transformer,mlp}/*
+Command:  python pipelines/06_candidates.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
+Inputs:   artifacts/<exp>/features/*, the top-k tables of the baselines and of every model stage
 Outputs:  artifacts/<exp>/candidates/{oof_candidates.parquet, test_candidates.parquet, recall.json}
 Skipped when its manifest key (config section, inputs, code) is unchanged; --force reruns it.
 """

@@ -1,8 +1,8 @@
-"""Stage 12: report.
+"""Stage 09: report.
 
 Write the submission (submissions/<exp>.csv, validated) and the run summary table.
 
-Command:  python pipelines/12_report.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
+Command:  python pipelines/09_report.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
 Inputs:   every model stage's metrics.json and test_topk.parquet
 Outputs:  artifacts/<exp>/report/{summary.md, summary.json, summary.png, submission.csv};
           artifacts/<exp>/summary.{md,json}; submissions/<exp>.csv
