@@ -40,8 +40,8 @@ setup() {
   echo "[setup] python: $PY"
 }
 
-# The stages, in order, and the command of each: the package derives them from its registry of
-# models and rankers (python -m nextdest stages).
+# The stages, in order, and the command of each ("name script [args]" lines on stdin): the package
+# derives them from its registry of models and rankers (python -m nextdest stages --plain).
 load_stages() {
   STAGES=()
   declare -gA COMMAND=()
@@ -49,7 +49,7 @@ load_stages() {
   while read -r name cmd; do
     STAGES+=("$name")
     COMMAND[$name]=$cmd
-  done < <("$PY" -m nextdest stages --plain)
+  done
   [[ ${#STAGES[@]} -gt 0 ]] || { echo "could not list the stages (python -m nextdest stages)" >&2; exit 1; }
 }
 
@@ -88,7 +88,14 @@ done
 [[ -f $CONFIG ]] || { echo "config file not found: $CONFIG" >&2; exit 2; }
 
 setup
-load_stages
+# One run per experiment: check the whole config and take artifacts/<experiment>/.lock for this
+# shell before any stage starts (a second run of the experiment is refused, naming this one); the
+# stage processes find the lock held by their run (NEXTDEST_LOCK_HOLDER). Released on exit; if this
+# shell is killed, the next run takes the stale lock over. The same call prints the stage list.
+export NEXTDEST_LOCK_HOLDER=$$
+PLAN=$("$PY" -m nextdest lock --stages --config "$CONFIG" "${OVERRIDES[@]}")
+trap '"$PY" -m nextdest unlock --config "$CONFIG"' EXIT
+load_stages <<<"$PLAN"
 SELECTED=()
 if [[ ${#ONLY[@]} -gt 0 ]]; then
   for s in "${ONLY[@]}"; do check_stage "$s"; SELECTED+=("$s"); done
@@ -100,13 +107,6 @@ else
   SELECTED=("${STAGES[@]}")
 fi
 
-# One run per experiment: check the whole config and take artifacts/<experiment>/.lock for this
-# shell before any stage starts (a second run of the experiment is refused, naming this one); the
-# stage processes find the lock held by their run (NEXTDEST_LOCK_HOLDER). Released on exit; if this
-# shell is killed, the next run takes the stale lock over.
-export NEXTDEST_LOCK_HOLDER=$$
-"$PY" -m nextdest lock --config "$CONFIG" "${OVERRIDES[@]}"
-trap '"$PY" -m nextdest unlock --config "$CONFIG"' EXIT
 START=$SECONDS
 for s in "${SELECTED[@]}"; do
   read -ra cmd <<<"${COMMAND[$s]}"

@@ -60,12 +60,20 @@ def write_fake_stage(exp_dir: Path, stage: str, hit_rate: float, max_rank: int, 
 
 def fake_experiment(exp_dir: Path, root: Path) -> Path:
     """Copy the finished experiment ``exp_dir`` (data, folds, features, baselines) under ``root``
-    (an artifacts root) and add a fake stage for every registered model, of decreasing strength.
+    (an artifacts root) and add a fake stage for every enabled model, of decreasing strength.
     Returns the copy's folder; point ``NEXTDEST_ARTIFACTS`` at ``root`` to run stages on it."""
     import shutil
 
     dst = Path(root) / Path(exp_dir).name
     shutil.copytree(exp_dir, dst)
-    for i, c in enumerate(components("model")):
+    for i, c in enumerate(enabled_models()):
         write_fake_stage(dst, c.name, hit_rate=max(0.5 - 0.1 * i, 0.1), max_rank=8, seed=i)
     return dst
+
+
+def enabled_models():
+    """The registered models the tiny config runs."""
+    from tiny import tiny_config
+
+    cfg = tiny_config()
+    return [c for c in components("model") if cfg.section(c.section).enabled]

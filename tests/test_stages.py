@@ -114,7 +114,7 @@ def test_stage_graph_comes_from_the_registry(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [l.split()[0] for l in lines] == names and lines[4].split()[1:] == stages[models[0]].command
     text = (ROOT / "run.sh").read_text()
-    assert "-m nextdest stages --plain" in text
+    assert "-m nextdest lock --stages" in text  # the config check and lock also print the stage list
     for name in models + rankers:
         assert name not in text
 

@@ -6,7 +6,7 @@
   calibrate            --data DIR [--scale S]            calibration table (synthetic or real files)
   recommend            --model M --trip FILE.csv [--k 4] top cities for a partial trip
   stages               [--plain]                         the pipeline's stages, in order (--plain: name and command, for run.sh)
-  lock                 [--config C] [key=value ...]      check the config, take the experiment's lock (run.sh)
+  lock                 [--stages] [--config C] [key=value ...]  check the config, take the experiment's lock (run.sh)
   unlock               [--config C]                      release it (run.sh, on exit)
 """
 
@@ -86,14 +86,15 @@ def _stages(args) -> int:
 def _lock(args) -> int:
     """Check the whole config (one-line error, exit 2) and take the experiment's lock for the
     holder process (run.sh: its own shell, $NEXTDEST_LOCK_HOLDER), so a second run of the same
-    experiment is refused before any stage starts."""
+    experiment is refused before any stage starts. With ``--stages``, then print the stage list as
+    ``stages --plain`` does (run.sh: one process instead of two)."""
     from .config import load_config
     from .lock import acquire
     from .stages import experiment_dir
 
     cfg = load_config(args.config, args.overrides)
     acquire(experiment_dir(cfg))
-    return 0
+    return _stages(argparse.Namespace(plain=True)) if args.stages else 0
 
 
 def _unlock(args) -> int:
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=_stages)
     lk = sub.add_parser("lock", help="check the config and take the experiment's lock (run.sh does this)")
     lk.add_argument("--config", default=None)
+    lk.add_argument("--stages", action="store_true", help="then print the stage list (as stages --plain)")
     lk.add_argument("overrides", nargs="*")
     lk.set_defaults(fn=_lock)
     ul = sub.add_parser("unlock", help="release the experiment's lock (run.sh does this on exit)")

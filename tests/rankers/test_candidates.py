@@ -10,11 +10,10 @@ import pytest
 
 from nextdest.folds import valid_mask
 from nextdest.rankers.candidates import feature_columns
-from fakes import fake_experiment
+from fakes import enabled_models, fake_experiment
 from nextdest.stages import run_stage, stage_function
 from nextdest.stats import transitions
 from nextdest.artifacts import read_topk
-from nextdest.registry import components
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_pool_holds_true_city_whenever_a_model_ranked_it(cand_exp):
     truth = feat.filter(pl.any_horizontal([valid_mask(f) for f in cfg.cv.train_folds])).select("utrip_id", "city_id")
     k = cfg.candidates.per_model_k
     ranked = []
-    for stage in ("baselines", *(c.name for c in components("model"))):
+    for stage in ("baselines", *(c.name for c in enabled_models())):
         tk = read_topk(exp / stage, "oof").filter(pl.col("rank") <= k)
         ranked.append(tk.join(truth, on=["utrip_id", "city_id"], how="semi").select("utrip_id", "city_id"))
     ranked = pl.concat(ranked).unique()
