@@ -94,7 +94,6 @@ class GRUConfig:
     dropout: float = 0.1
     epochs: int = 0  # 0 = train.epochs
     sampled_softmax: int = -1  # -1 = train.sampled_softmax
-    full_softmax_epochs: int = 0  # when sampled: the last N epochs use the full softmax
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,6 @@ class TransformerConfig:
     causal: bool = False  # true: each token attends to earlier tokens only
     epochs: int = 0
     sampled_softmax: int = -1
-    full_softmax_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,6 @@ class MLPConfig:
     dropout: float = 0.1
     epochs: int = 0
     sampled_softmax: int = -1
-    full_softmax_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -405,7 +402,6 @@ RANGES: dict[str, tuple] = {
     **{f"models.{m}.dropout": _DROPOUT for m in ("gru", "transformer", "mlp")},
     **{f"models.{m}.epochs": _at_least(0) for m in ("gru", "transformer", "mlp")},
     **{f"models.{m}.sampled_softmax": _at_least(-1) for m in ("gru", "transformer", "mlp")},
-    **{f"models.{m}.full_softmax_epochs": _at_least(0) for m in ("gru", "transformer", "mlp")},
     "models.gru.hidden": _at_least(1),
     "models.mlp.hidden": _at_least(1),
     "models.transformer.n_layers": _at_least(1),

@@ -210,14 +210,13 @@ def fit(
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
-        epoch_sampler = sampler if epoch < epochs - hparams.full_softmax_epochs else None  # full softmax at the end
         total, seen = torch.zeros((), device=device), 0
         bar = tqdm(range(steps), desc=f"{name} f{fold} s{seed} ep{epoch + 1}/{epochs}", leave=False,
                    mininterval=2.0, disable=None, file=sys.stderr)
         for step in bar:
             b = perm[step * bs:(step + 1) * bs]
             batch = Batch(dev_x.cities[b], dev_x.countries[b], dev_x.ctx[b], dev_x.target[b])
-            loss = train_step(model, batch, opt, epoch_sampler, device=device, amp=amp, scaler=scaler)
+            loss = train_step(model, batch, opt, sampler, device=device, amp=amp, scaler=scaler)
             sched.step()
             total += loss.detach() * len(b)
             seen += len(b)
@@ -338,8 +337,6 @@ def run_model_stage(ctx) -> None:
     data = load(features_dir)
     n_neg = negatives(cfg, name)
     softmax = f"sampled softmax ({n_neg} negatives)" if use_sampled_softmax(n_neg, data.dims.n_cities) else "full softmax"
-    if softmax != "full softmax" and getattr(cfg.models, name).full_softmax_epochs:
-        softmax += f", full softmax in the last {getattr(cfg.models, name).full_softmax_epochs} epoch(s)"
     resolved = to_dict(cfg)
     jobs = [
         {"name": name, "fold": fold, "pos": pos, "seed": seed, "cfg": cfg, "device": device, "features_dir": features_dir,

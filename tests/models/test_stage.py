@@ -131,24 +131,6 @@ def test_sampled_softmax_trains(tiny_upstream, tmp_path):
     assert pl.read_parquet(out / "test_topk.parquet").height > 0
 
 
-def test_full_softmax_epochs_end_a_sampled_training(tiny_upstream, tmp_path, monkeypatch):
-    cfg = tiny_config(*FAST, "train.sampled_softmax=32", "cv.train_folds=[0]", "train.epochs=3", "train.patience=0",
-                      "models.gru.full_softmax_epochs=1")
-    real_step, calls = train_mod.train_step, []
-
-    def recording_step(model, batch, opt, sampler, **kw):
-        calls.append(sampler is not None)
-        return real_step(model, batch, opt, sampler, **kw)
-
-    monkeypatch.setattr(train_mod, "train_step", recording_step)
-    out = run_in(fresh_root(tiny_upstream, tmp_path), "gru", cfg)
-    k = len(calls) // 3  # steps per epoch
-    assert k > 0 and calls == [True] * (2 * k) + [False] * k  # epochs 1-2 sampled, epoch 3 over every city
-    import json
-
-    assert "full softmax in the last 1 epoch" in json.loads((out / "metrics.json").read_text())["models"]["gru"]["softmax"]
-
-
 # --------------------------------------------------------------------------- recommend
 def trip_rows(root: Path) -> tuple[pl.DataFrame, str]:
     raw = pl.read_csv(root / "base" / "data" / "raw" / "test_set.csv", infer_schema=False)
