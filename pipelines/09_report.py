@@ -1,11 +1,14 @@
 """Stage 09: report.
 
-Write the submission (submissions/<exp>.csv, validated) and the run summary table.
+Write the submission (submissions/<exp>.csv, validated; the model chosen by report.submit_model,
+auto = best CV with report.min_gain for a model built from others) and the run summary table, with
+accuracy@4 per bucket of the true city's train frequency (report.buckets) for every model and the oracle.
 
 Command:  python pipelines/09_report.py [--config configs/EXP.yaml] [--force] [key.sub=value ...]
-Inputs:   every model stage's metrics.json and test_topk.parquet
-Outputs:  artifacts/<exp>/report/{summary.md, summary.json, summary.png, submission.csv};
-          artifacts/<exp>/summary.{md,json}; submissions/<exp>.csv
+Inputs:   every model stage's metrics.json and oof/test top-k; data (train rows, truth, oracle),
+          features (the CV truth)
+Outputs:  artifacts/<exp>/report/{summary.md, summary.json, summary.png, summary_buckets.png, submission.csv};
+          artifacts/<exp>/summary.{md,json,png} and summary_buckets.png; submissions/<exp>.csv
 Skipped when its manifest key (config section, inputs, code) is unchanged; --force reruns it.
 """
 

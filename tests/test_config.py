@@ -97,6 +97,10 @@ def test_experiment_configs_load():
     ("rankers.lgb.colsample_bytree=0", r"key 'rankers.lgb.colsample_bytree' = 0.0: must be a fraction in \(0, 1\]"),
     ("rankers.n_folds=1", r"key 'rankers.n_folds' = 1: must be an integer >= 2"),
     ("models.transformer.n_heads=5", r"key 'models.transformer.n_heads' = 5: must be a divisor of models.transformer.emb_dim \(64\)"),
+    ("report.min_gain=-0.001", r"key 'report.min_gain' = -0.001: must be a number >= 0"),
+    ("report.buckets=[20,5]", r"key 'report.buckets' = \[20, 5\]: must be a non-empty, strictly increasing list of integers >= 0"),
+    ("report.buckets=[]", r"key 'report.buckets' = \[\]: must be a non-empty"),
+    ("report.buckets=[-1,5]", r"key 'report.buckets' = \[-1, 5\]: must be a non-empty"),
     ("report.submit_model=xgb", r"key 'report.submit_model' = 'xgb': must be 'auto' or an enabled model: popular, prev_city, gru, "
                                 r"transformer, mlp, xgb_ranker, lgb_ranker, blend"),
 ])

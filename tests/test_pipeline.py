@@ -33,6 +33,10 @@ def tiny_run(tmp_path_factory):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
+def n_test_trips(exp):
+    return pl.read_parquet(exp / "data" / "truth.parquet").height
+
+
 def test_end_to_end_tiny(tiny_run, capsys):
     from nextdest.report import print_summary
     from nextdest.submission import validate_submission
@@ -52,11 +56,33 @@ def test_end_to_end_tiny(tiny_run, capsys):
     # the popular baseline is far below the transition baseline even on tiny data
     assert summary["models"]["popular"]["test_acc4"] < summary["models"]["prev_city"]["test_acc4"]
 
+    # accuracy@4 per bucket of the true city's train frequency: every model and the oracle, CV and test
+    labels = ["<=5", "6-20", "21-100", "101-2000", ">2000"]
+    info = summary["frequency_buckets"]
+    assert info["labels"] == labels and sum(info["trips"]["test"].values()) == n_test_trips(exp)
+    rows = {**{n: m["buckets"] for n, m in summary["models"].items()}, "oracle": summary["oracle"]["buckets"]}
+    for name, buckets in rows.items():
+        for split in ("cv", "test"):
+            assert list(buckets[split]) == labels, (name, split)
+            for label, cell in buckets[split].items():
+                assert cell["n"] <= info["trips"][split][label] and (cell["acc4"] is None) == (cell["n"] == 0), (name, split, label)
+        # on test every ground-truth trip counts: the buckets add up to the model's test accuracy@4
+        hits = sum(c["acc4"] * c["n"] for c in buckets["test"].values() if c["n"])
+        expected = summary["ceiling_realized"] if name == "oracle" else summary["models"][name]["test_acc4"]
+        assert hits / n_test_trips(exp) == pytest.approx(expected, abs=1e-9), name
+    assert rows["oracle"]["cv"] and all(rows["oracle"]["cv"][b]["n"] == info["trips"]["cv"][b] for b in labels)
+    assert "| model | <=5 | 6-20 | 21-100 | 101-2000 | >2000 |" in out and "| oracle |" in out
+    # the submission rule is said, and its last step is the model submitted
+    assert summary["submit_rule"].startswith("auto") and f"{summary['submit_model']} chosen" in out
+    assert summary["submit_steps"][-1]["model"] == summary["submit_model"]
+    assert [s["chosen"] for s in summary["submit_steps"]] == [False] * (len(summary["submit_steps"]) - 1) + [True]
+
     sub_path = root / "submissions" / "base.csv"
     test = pl.read_parquet(exp / "data" / "test.parquet")
     sub = validate_submission(sub_path, test)
     assert sub.height == test["utrip_id"].n_unique()
     assert (exp / "summary.png").stat().st_size > 0 and (exp / "summary.md").exists()
+    assert (exp / "summary_buckets.png").stat().st_size > 0
 
     # rerunning the whole pipeline skips every stage
     run_pipeline(cfg)

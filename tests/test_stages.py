@@ -105,7 +105,7 @@ def test_stage_graph_comes_from_the_registry(capsys):
     stages = {s.name: s for s in STAGE_LIST}
     assert stages["candidates"].deps == ("data", "features", "baselines", *models)
     assert stages["blend"].deps == ("data", "features", "baselines", *models, *rankers)
-    assert stages["report"].deps == ("data", "baselines", *models, *rankers, "blend")
+    assert stages["report"].deps == ("data", "features", "baselines", *models, *rankers, "blend")
     assert {stages[m].command[0] for m in models} == {"pipelines/05_model.py"}
     assert all(stages[m].command[1:] == [m] for m in models + rankers)
     scripts = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipelines").glob("*.py"))

@@ -5,13 +5,13 @@ inputs from its context (``ctx.input("features")``) and writes into ``ctx.out``;
 checked against :mod:`nextdest.schema` on the way in (and conformed or checked on the way out).
 
     data/       train.parquet, test.parquet (RESERVATIONS), truth.parquet (TRUTH, when known),
-                data_report.json, generator.json (synthetic)
+                data_report.json; synthetic: generator.json, oracle.parquet, oracle_train.parquet (ORACLE)
     folds/      folds.parquet (FOLDS)
     features/   features.parquet (FEATURES), cities.parquet (CITIES), vocab.json, features_report.json
     <top-k stage>/  oof_topk.parquet, test_topk.parquet (TOPK), metrics.json
                     (baselines, every model and ranker, blend); a model's fold<k>/model*.pt
     candidates/ oof_candidates.parquet, test_candidates.parquet (CANDIDATES), recall.json, feature_names.json
-    report/     submission.csv, summary.{json,md,png}
+    report/     submission.csv, summary.{json,md,png}, summary_buckets.png
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from .schema import CANDIDATES, CITIES, FEATURES, FOLDS, RESERVATIONS, TOPK, TRUTH, SchemaError, check, conform
+from .schema import CANDIDATES, CITIES, FEATURES, FOLDS, ORACLE, RESERVATIONS, TOPK, TRUTH, SchemaError, check, conform
 
 SPLITS = ("oof", "test")
 
@@ -66,13 +66,26 @@ def write_data_report(out: Path, report: dict) -> None:
     write_json(out, "data_report.json", report)
 
 
-GENERATOR_FILES = ("oracle.parquet", "oracle_train.parquet", "generator.json")  # the synthetic generator's own
+ORACLE_FILES = {"test": "oracle.parquet", "train": "oracle_train.parquet"}
+GENERATOR_FILES = (*ORACLE_FILES.values(), "generator.json")  # the synthetic generator's own
 
 
 def read_generator(data_dir: Path) -> dict:
     """The synthetic generator's figures (its ceiling), {} for real data."""
     path = Path(data_dir) / "generator.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_oracle(data_dir: Path, split: str, max_rank: int | None = None) -> pl.DataFrame | None:
+    """The generator's own top cities of the last city of every ``split`` (test, train) trip
+    (ORACLE; ``rank`` 1 = most likely), optionally only ranks <= ``max_rank``; None for real data."""
+    path = Path(data_dir) / ORACLE_FILES[split]
+    return check(_scan_ranks(path, max_rank), ORACLE, path.name) if path.exists() else None
+
+
+def _scan_ranks(path: Path, max_rank: int | None) -> pl.DataFrame:
+    lf = pl.scan_parquet(path)
+    return (lf if max_rank is None else lf.filter(pl.col("rank") <= max_rank)).collect()
 
 
 # --------------------------------------------------------------------------- folds
@@ -123,27 +136,29 @@ def has_topk(folder: Path) -> bool:
     return all(topk_path(folder, s).exists() for s in SPLITS)
 
 
-def read_topk(folder: Path, split: str) -> pl.DataFrame:
-    """A stage's top-k table of ``split`` (oof, test): every model of the stage, TOPK schema."""
+def read_topk(folder: Path, split: str, max_rank: int | None = None) -> pl.DataFrame:
+    """A stage's top-k table of ``split`` (oof, test): every model of the stage, TOPK schema;
+    optionally only ranks <= ``max_rank``."""
     path = topk_path(folder, split)
-    return check(pl.read_parquet(path), TOPK, str(path))
+    return check(_scan_ranks(path, max_rank), TOPK, str(path))
 
 
 def write_topk(out: Path, split: str, df: pl.DataFrame) -> None:
     check(df, TOPK, f"{split} top-k").write_parquet(topk_path(out, split))
 
 
-def read_model_tables(folders: dict[str, Path], log: Callable[[str], None] | None = None) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+def read_model_tables(folders: dict[str, Path], log: Callable[[str], None] | None = None,
+                      max_rank: int | None = None) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
     """Model name -> (oof top-k, test top-k) for every model in the top-k stages ``folders``
-    (stage name -> folder), in stage order and, within a stage, by model name; a stage without
-    top-k tables is passed over (and said, with ``log``)."""
+    (stage name -> folder), in stage order and, within a stage, by model name (optionally only
+    ranks <= ``max_rank``); a stage without top-k tables is passed over (and said, with ``log``)."""
     out: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
     for stage, folder in folders.items():
         if not has_topk(folder):
             if log is not None:
                 log(f"stage '{stage}' has no top-k tables, passed over")
             continue
-        oof, test = read_topk(folder, "oof"), read_topk(folder, "test")
+        oof, test = read_topk(folder, "oof", max_rank), read_topk(folder, "test", max_rank)
         for name in sorted(oof["model"].unique().to_list()):
             out[name] = (oof.filter(pl.col("model") == name), test.filter(pl.col("model") == name))
     return out
@@ -210,7 +225,7 @@ def write_candidates_info(out: Path, recall: dict, feature_names: list[str]) -> 
 
 # --------------------------------------------------------------------------- report
 SUBMISSION = "submission.csv"
-SUMMARY_FILES = ("summary.md", "summary.json", "summary.png")
+SUMMARY_FILES = ("summary.md", "summary.json", "summary.png", "summary_buckets.png")
 
 
 def submission_path(folder: Path) -> Path:
@@ -219,3 +234,8 @@ def submission_path(folder: Path) -> Path:
 
 def summary_path(folder: Path, suffix: str) -> Path:
     return Path(folder) / f"summary.{suffix}"
+
+
+def summary_buckets_path(folder: Path) -> Path:
+    """The figure of accuracy@4 per bucket of the true city's train frequency."""
+    return Path(folder) / SUMMARY_FILES[-1]

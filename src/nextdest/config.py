@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from . import registry
-from .sections import at_least, non_negative, positive, problems, seeds
+from .sections import at_least, non_negative, positive, problems, rule, seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -118,8 +118,14 @@ class BlendConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    # Which model's top-4 becomes the submission: "auto" = best CV accuracy@4 among those run.
+    # Which model's top-4 becomes the submission: "auto" = best CV accuracy@4 among those run, where
+    # a model built from other models' outputs (a ranker, the blend) must beat each of them by min_gain.
     submit_model: str
+    min_gain: float = non_negative()
+    # Upper edges of the buckets of the true city's train frequency (accuracy@4 per bucket):
+    # [5, 20, 100, 2000] -> <=5, 6-20, 21-100, 101-2000, >2000.
+    buckets: tuple[int, ...] = rule(lambda v: len(v) > 0 and v[0] >= 0 and all(a < b for a, b in zip(v, v[1:])),
+                                    "a non-empty, strictly increasing list of integers >= 0")
 
 
 @dataclass(frozen=True)

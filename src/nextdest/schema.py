@@ -52,6 +52,10 @@ TRUTH = {"utrip_id": pl.Utf8, "city_id": pl.Int64, "hotel_country": pl.Utf8}
 # Fold assignment (folds stage: folds.parquet): GroupKFold by trip over train and test trips.
 FOLDS = {"utrip_id": pl.Utf8, "fold": pl.Int8, "is_test": pl.Boolean}
 
+# The synthetic generator's own distribution of each trip's last city, its top 50 (data stage:
+# oracle.parquet for the test trips, oracle_train.parquet for the train trips; synthetic data only).
+ORACLE = {"utrip_id": pl.Utf8, "city_id": pl.Int64, "prob": pl.Float64, "rank": pl.Int32}
+
 # Every model's top-k (baselines, neural models, rankers, blend): oof_topk.parquet for the
 # validation trips of the trained folds, test_topk.parquet for every test trip.
 TOPK = {

@@ -125,13 +125,28 @@ def _stage_list() -> tuple[StageSpec, ...]:
     topk = tuple(s.name for s in specs if s.topk)
     specs.append(StageSpec("blend", "blend", "pipelines/08_blend.py", ("data", "features", *topk), ("seed", "blend"),
                            "nextdest.blend:run_blend_stage", topk=True))
-    specs.append(StageSpec("report", "report", "pipelines/09_report.py", ("data", *topk, "blend"),
+    specs.append(StageSpec("report", "report", "pipelines/09_report.py", ("data", "features", *topk, "blend"),
                            ("report", "cv.train_folds"), "nextdest.report:run_report_stage"))
     return tuple(specs)
 
 
 STAGE_LIST: tuple[StageSpec, ...] = _stage_list()
 STAGES: dict[str, StageSpec] = {s.name: s for s in STAGE_LIST}
+
+
+def upstream_topk(name: str) -> tuple[str, ...]:
+    """The top-k stages whose outputs stage ``name`` reads, directly or through other stages, in
+    stage order: none for the baselines and the neural models, the baselines and every model (through
+    the candidates) for a ranker, every top-k stage before it for the blend. A model of a stage with
+    any is built from other models' outputs."""
+    seen: set[str] = set()
+    todo = list(STAGES[name].deps)
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo += STAGES[dep].deps
+    return tuple(s.name for s in STAGE_LIST if s.topk and s.name in seen)
 
 
 def model_names(cfg: Config) -> list[str]:
