@@ -94,8 +94,8 @@ The walk (vectorised over trips, looping over steps)
   * The same rounds fit ``cross_scale`` (``fit_cross``): the walk also returns the expected share
     of trips that leave their first city's country and its derivative with respect to
     ``log(cross_scale)`` (both Rao-Blackwellised), and each round takes a Newton step towards
-    ``1 - ONE_COUNTRY_SHARE``. With a fixed scale the share ranged from 57 % to 71 % over seeds;
-    fitted, it is within half a point of 72.2 % for every seed.
+    ``1 - ONE_COUNTRY_SHARE``. With a fixed scale the share ranged from 57 % to 71 % over seeds
+    (full); fitted, it lands at 71.6-72.2 % (seeds 0-7, 42, 123).
 
 Calibration notes
   * How predictable the next city is depends on how many cities a country holds relative to
