@@ -130,3 +130,31 @@ def test_run_calibration_on_tiny(tmp_path):
     rows = calibration_table(tmp_path, scale="tiny")
     assert all(set(r) == {"statistic", "value", "target", "tolerance", "pass"} for r in rows)
     assert rc == (0 if all(r["pass"] for r in rows) else 1)
+
+
+def test_row_margin_by_hand(hand):
+    from nextdest.data.calibrate import row_margin
+
+    def row(value, target, tol, ok=True):
+        return {"statistic": "s", "value": value, "target": target, "tolerance": tol, "pass": ok}
+
+    assert row_margin(row(5.36, 5.36, "±0.1")) == pytest.approx(1.0)
+    assert row_margin(row(5.41, 5.36, "±0.1")) == pytest.approx(0.5)
+    assert row_margin(row(66.0, 72.2, "±4 pts", False)) == pytest.approx(1 - 6.2 / 4)
+    assert row_margin(row(1_166_835 * 1.01, 1_166_835, "±2%")) == pytest.approx(0.5)
+    assert row_margin(row(30, 30, "±0%")) == 1.0
+    assert row_margin(row(48, "30-48", "range")) == 1.0  # anywhere in a range meets the spec
+    assert row_margin(row(0.77, "0.62-0.75", "range", False)) == pytest.approx(-0.02 / 0.065)
+    assert row_margin(row(9, 7, "6-8", False)) == pytest.approx(-1.0)
+    assert row_margin(row(0.03, 0.02, "at least")) == pytest.approx(0.5)
+    assert row_margin(row(2, 1, "exact", False)) == -1.0
+    assert row_margin(row(0.66, 0.65, "±0.030 of expected")) == pytest.approx(1 - 0.01 / 0.03)
+    assert row_margin(row(100, 200, "n/a (scale tiny)")) is None
+    assert row_margin(row("n/a", "-", "n/a (no oracle.parquet)")) is None
+    # on a real table: a margin for every checked row, negative exactly on the failing ones
+    for r in calibration_table(hand, scale="full"):
+        m = row_margin(r)
+        if m is None:
+            assert "n/a" in r["tolerance"]
+        else:
+            assert (m >= 0) == r["pass"], r

@@ -39,7 +39,7 @@ from typing import TextIO
 import numpy as np
 import polars as pl
 
-__all__ = ["calibration_table", "run_calibration", "format_table", "TARGETS"]
+__all__ = ["calibration_table", "run_calibration", "format_table", "row_margin", "TARGETS"]
 
 _COLUMNS = {
     "user_id": pl.Int64, "checkin": pl.Utf8, "checkout": pl.Utf8, "city_id": pl.Int64,
@@ -277,6 +277,40 @@ def calibration_table(data_dir: Path | str, scale: str = "full") -> list[dict]:
                      "ceiling (realized, truth in oracle top-4)"):
             rows.append(_row(stat, "n/a", "-", "n/a (no oracle.parquet)", True))
     return rows
+
+
+def row_margin(row: dict) -> float | None:
+    """How much of its tolerance a row has left: 1 = on target, 0 = on the edge, < 0 = failing.
+
+    ``±x`` rows: ``1 - |value - target| / x`` (``±x%`` on count rows: ``x`` relative to the
+    target); range rows (``lo-hi`` in the target or the tolerance): 1 anywhere inside the range
+    (every value there meets the spec), below 0 outside, by the distance to the range in units
+    of its half-width; ``at least`` rows: ``(value - target) / |target|``; ``exact`` rows: 1 or
+    -1. ``None`` for rows that are not checked (``n/a``).
+    """
+    tol, v, t = str(row["tolerance"]), row["value"], row["target"]
+    if tol.startswith("n/a") or not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    v = float(v)
+    if tol == "exact":
+        return 1.0 if row["pass"] else -1.0
+    if tol == "at least":
+        return (v - float(t)) / abs(float(t))
+    if tol == "range" or "-" in tol and not tol.startswith("±"):
+        lo, hi = (float(x) for x in (t if tol == "range" else tol).split("-"))
+        if lo <= v <= hi:
+            return 1.0
+        return -max(lo - v, v - hi) / max((hi - lo) / 2, 1e-12)
+    if tol.startswith("±"):
+        body = tol[1:].split()[0]
+        if body.endswith("%"):  # relative (count rows)
+            width = float(body[:-1]) / 100 * abs(float(t))
+        else:
+            width = float(body)
+        if width == 0:
+            return 1.0 if row["pass"] else -1.0
+        return 1.0 - abs(v - float(t)) / width
+    return None
 
 
 def _fmt(v) -> str:
