@@ -17,6 +17,8 @@ checked against :mod:`nextdest.schema` on the way in (and conformed or checked o
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +36,16 @@ def read_json(folder: Path, name: str) -> Any:
 
 def write_json(folder: Path, name: str, obj: Any, indent: int | None = 2, newline: bool = False) -> None:
     (Path(folder) / name).write_text(json.dumps(obj, indent=indent) + ("\n" if newline else ""))
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temp file and a rename: a reader never sees half a file, and
+    a ``dst`` that is a hard link (experiments hard-linked from another) is replaced, not written
+    through."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
 
 
 # --------------------------------------------------------------------------- data

@@ -23,7 +23,6 @@ bucket's number of trips is given). Written to ``summary.json`` (``models.<name>
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -308,14 +307,12 @@ def print_summary(cfg, stage_dir: Path) -> None:
     """Publish the summary beside the experiment and the submission in submissions/, then print."""
     exp = stage_dir.parent
     for name in artifacts.SUMMARY_FILES:
-        shutil.copyfile(stage_dir / name, exp / name)
+        artifacts.copy_atomic(stage_dir / name, exp / name)
     target = submissions_dir() / f"{cfg.experiment}.csv"
     test = artifacts.read_reservations(exp / "data", "test", columns=["utrip_id"])
     validate_submission(artifacts.submission_path(stage_dir), test)
     target.parent.mkdir(exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(artifacts.submission_path(stage_dir), tmp)
-    tmp.replace(target)
+    artifacts.copy_atomic(artifacts.submission_path(stage_dir), target)
     print()
     print(artifacts.summary_path(stage_dir, "md").read_text())
     print(f"submission: {target} (validated)")
