@@ -33,7 +33,7 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
     most / total over all stays; two-hop ``P @ P`` also for the last two), which places rarely seen
     candidates relative to the trip's direction;
   * the same user's other trips: stays in the candidate city and its country, number of trips;
-  * back-offs from the candidate to its country (:mod:`.backoff`), which carry information to
+  * back-offs from the candidate to its country (:mod:`.backoff`, ``candidates.backoff``), which carry information to
     rarely seen cities: the country-level probability after the last country, the last city's
     transition share shrunk toward it, the country's lifts in the check-in month and market;
   * a spectral embedding of the city graph (:mod:`.embedding`, ``candidates.embed_dim``; 0 = off):
@@ -291,7 +291,8 @@ def pool_features(
             (pl.col("cand_country") == pl.col("first_country")).alias("cand_same_country_first"),
         )
     )
-    df = backoff_features(df, feat, fold, cfg.candidates.backoff_prior)
+    if cfg.candidates.backoff:
+        df = backoff_features(df, feat, fold, cfg.candidates.backoff_prior)
     df = _final_step_features(df, feat, fold)
     df = _proximity_features(df, prefix, t1)
     df = _user_features(df, feat, q, fold, cities)
