@@ -97,6 +97,9 @@ class CandidatesConfig:
     transition_k: int = at_least(0)
     country_k: int = at_least(0)
     max_pool: int = at_least(1)  # candidates per trip that get features (by pool priority); >= rankers.max_candidates
+    embed_dim: int = at_least(0)  # spectral embedding of the city graph for emb_* features; 0 = off
+    backoff: bool  # the country back-off features bo_last, t1_smooth, cpop_month_lift, cpop_market_lift
+    backoff_prior: float = non_negative()  # weight of the country back-off in the smoothed transition share t1_smooth
 
 
 @dataclass(frozen=True)

@@ -122,3 +122,30 @@ def test_pool_capped_at_max_pool_and_recall_reports_the_whole_pool(cand_exp, tmp
     key = ["utrip_id", "prio"]
     assert capped.sort(key).equals(oof.filter(pl.col("prio") <= cap).sort(key))
     assert rec_capped["oof"] == rec["oof"] and rec_capped["test"] == rec["test"]
+
+
+def test_backoff_and_embedding_features_switch_on_and_leave_the_rest_unchanged(cand_exp, tmp_path):
+    """candidates.backoff and candidates.embed_dim add exactly their columns (finite where
+    defined: the embedding cosines lie in [-1, 1]) and change no other column."""
+    import dataclasses
+    import shutil
+
+    cfg, exp = cand_exp
+    base = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
+    on = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, backoff=True, embed_dim=4))
+    root = tmp_path / "on"
+    shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
+    old = os.environ["NEXTDEST_ARTIFACTS"]
+    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
+    try:
+        run_stage("candidates", on, stage_function("candidates"))
+    finally:
+        os.environ["NEXTDEST_ARTIFACTS"] = old
+    full = pl.read_parquet(root / exp.name / "candidates" / "oof_candidates.parquet")
+    added = {"bo_last", "t1_smooth", "cpop_month_lift", "cpop_market_lift", "emb_cos_lag1", "emb_cos_first", "emb_dir"}
+    assert set(full.columns) - set(base.columns) == added and set(base.columns) <= set(full.columns)
+    key = ["utrip_id", "prio"]
+    assert full.select(base.columns).sort(key).equals(base.sort(key))
+    cos = full["emb_cos_lag1"].drop_nans().drop_nulls()
+    assert cos.len() > 0 and cos.min() >= -1.0001 and cos.max() <= 1.0001
+    assert full["bo_last"].min() >= 0 and full["t1_smooth"].max() <= 1.0001

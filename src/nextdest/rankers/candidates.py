@@ -32,7 +32,12 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
   * closeness to the trip's earlier stays on the city graph, one and two hops (third last, first,
     most / total over all stays; two-hop ``P @ P`` also for the last two), which places rarely seen
     candidates relative to the trip's direction;
-  * the same user's other trips: stays in the candidate city and its country, number of trips.
+  * the same user's other trips: stays in the candidate city and its country, number of trips;
+  * back-offs from the candidate to its country (:mod:`.backoff`, ``candidates.backoff``), which carry information to
+    rarely seen cities: the country-level probability after the last country, the last city's
+    transition share shrunk toward it, the country's lifts in the check-in month and market;
+  * a spectral embedding of the city graph (:mod:`.embedding`, ``candidates.embed_dim``; 0 = off):
+    the candidate's cosine with the last and the first stay, and with the trip's last step.
 
 Outputs: ``oof_candidates.parquet`` (with ``label`` = 1 for the true city, and the trip's CV
 ``fold``), ``test_candidates.parquet`` (``label`` only when the test truth exists, for reporting;
@@ -55,6 +60,8 @@ from ..baselines import BASELINES
 from ..folds import test_mask, valid_mask
 from ..schema import CANDIDATES, FIRST_INDEX, SchemaError, conform
 from ..stats import known_rows, popularity, targets, transitions
+from .backoff import backoff_features
+from .embedding import city_embedding, embedding_features
 
 PRIO_C = 5.0  # reciprocal-rank-fusion constant of the pool priority
 RECALL_CUTOFFS = (4, 10, 20, 30, 50, 75, 100, 150, 200)
@@ -284,10 +291,14 @@ def pool_features(
             (pl.col("cand_country") == pl.col("first_country")).alias("cand_same_country_first"),
         )
     )
+    if cfg.candidates.backoff:
+        df = backoff_features(df, feat, fold, cfg.candidates.backoff_prior)
     df = _final_step_features(df, feat, fold)
     df = _proximity_features(df, prefix, t1)
     df = _user_features(df, feat, q, fold, cities)
     df = _graph_features(df, trans1, cities.height + FIRST_INDEX)
+    if cfg.candidates.embed_dim > 0:
+        df = embedding_features(df, city_embedding(trans1, cities.height + FIRST_INDEX, cfg.candidates.embed_dim))
     df = df.drop("city_lag1", "city_lag2", "city_lag3", "first_city", "country_lag1", "first_country", "cand_country")
     bools = [c for c, t in df.schema.items() if t == pl.Boolean]
     return df.with_columns(pl.col(bools).cast(pl.Int8)).sort("utrip_id", "prio")
