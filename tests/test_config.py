@@ -142,3 +142,21 @@ def test_a_model_may_set_its_own_number_of_negatives():
     assert negatives(cfg, "gru") == 512  # -1: train.sampled_softmax
     with pytest.raises(ConfigError):
         load_config(None, ["models.mlp.sampled_softmax=-2"])
+
+
+def test_a_model_may_set_its_own_seeds(monkeypatch):
+    from nextdest.stages import STAGES
+    from nextdest.train import model_seeds
+
+    cfg = load_config(None, ["train.seeds=[4]", "models.gru.seeds=[0,1,2]", "cv.train_folds=[0,1,2]",
+                             "train.workers=0", "train.num_threads=0", "device=cpu"])
+    assert model_seeds(cfg, "gru") == (0, 1, 2)  # its own
+    assert model_seeds(cfg, "mlp") == (4,)  # []: train.seeds
+    assert model_seeds(load_config(None), "gru") == (0,)  # base.yaml: every model follows train.seeds
+    # The stage key's thread plan counts the model's own jobs: on 2 cores, 3 folds x 3 seeds = 9 jobs
+    # run 8 single-threaded, then the ninth on both cores; 3 folds x 1 seed: two 1-thread, one 2-thread.
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert STAGES["gru"].runtime(cfg) == {"torch_threads": [1] * 8 + [2], "predict_threads": 2}
+    assert STAGES["mlp"].runtime(cfg) == {"torch_threads": [1, 1, 2], "predict_threads": 2}
+    with pytest.raises(ConfigError, match="models.mlp.seeds"):
+        load_config(None, ["models.mlp.seeds=[-1]"])

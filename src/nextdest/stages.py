@@ -86,11 +86,12 @@ class StageSpec:
         return [self.script] if self.kind == self.name else [self.script, self.name]
 
 
-def _torch_threads(cfg: Config) -> dict:
+def _torch_threads(cfg: Config, section: str) -> dict:
     """CPU results of the neural stages depend on torch's thread count: the threads of each training
     job (train.num_threads, 0 = the cores divided among train.workers) and of prediction (every
-    core). The number of workers itself does not change results."""
-    n_jobs = len(cfg.cv.train_folds) * len(cfg.train.seeds)
+    core). The number of workers itself does not change results. ``section``: the model's config
+    section, whose ``seeds`` (empty: train.seeds) set the number of jobs with the folds."""
+    n_jobs = len(cfg.cv.train_folds) * len(cfg.section(section).seeds or cfg.train.seeds)
     device = "cuda" if cfg.device == "cuda" else "cpu"  # (auto on a GPU machine: the CPU threads barely matter)
     _, threads = resolve_parallelism(cfg.train.workers, cfg.train.num_threads, device, n_jobs)
     return {"torch_threads": threads[0] if len(set(threads)) == 1 else threads, "predict_threads": os.cpu_count() or 1}
@@ -110,7 +111,7 @@ def _stage_list() -> tuple[StageSpec, ...]:
         specs.append(StageSpec(
             c.name, "model", "pipelines/05_model.py", ("data", "features"),
             ("seed", "device", "train", c.section, "cv.train_folds"), "nextdest.train:run_model_stage",
-            enabled=_enabled(c.section), runtime=_torch_threads, modules=(c.cls.__module__,), topk=True,
+            enabled=_enabled(c.section), runtime=lambda cfg, s=c.section: _torch_threads(cfg, s), modules=(c.cls.__module__,), topk=True,
         ))
     specs.append(StageSpec(
         "candidates", "candidates", "pipelines/06_candidates.py", ("data", "features", *(s.name for s in specs if s.topk)),

@@ -1,6 +1,7 @@
 """One training loop for every neural model, and the model stage (one per registered model).
 
-For each fold in ``cv.train_folds`` and each seed in ``train.seeds`` a model is trained on the
+For each fold in ``cv.train_folds`` and each seed (:func:`model_seeds`: ``models.<name>.seeds``, or
+``train.seeds`` when that is empty) a model is trained on the
 fold's training targets (:func:`nextdest.folds.target_mask`), early-stopped on the accuracy@4 of
 the fold's validation rows, and kept at its best epoch. The stage then writes
 
@@ -139,6 +140,13 @@ def negatives(cfg, name: str) -> int:
     ``train.sampled_softmax`` when that is -1 (0 = the full softmax)."""
     own = cfg.section(MODELS[name].section).sampled_softmax
     return cfg.train.sampled_softmax if own < 0 else own
+
+
+def model_seeds(cfg, name: str) -> tuple[int, ...]:
+    """Bagging seeds of model ``name``: its own ``seeds``, or ``train.seeds`` when that is empty
+    (one model trained per fold and seed; softmax probabilities averaged)."""
+    own = tuple(cfg.section(MODELS[name].section).seeds)
+    return own or tuple(cfg.train.seeds)
 
 
 def fit(
@@ -337,7 +345,7 @@ def run_model_stage(ctx) -> None:
         {"name": name, "fold": fold, "pos": pos, "seed": seed, "cfg": cfg, "device": device, "features_dir": features_dir,
          "checkpoint": ctx.work / f"fold{fold}_seed{seed}.pt", "model_path": artifacts.model_file(ctx.out, fold, pos, seed),
          "resolved": resolved}
-        for fold in cfg.cv.train_folds for pos, seed in enumerate(tcfg.seeds)
+        for fold in cfg.cv.train_folds for pos, seed in enumerate(model_seeds(cfg, name))
     ]
     workers, threads = resolve_parallelism(tcfg.workers, tcfg.num_threads, device, len(jobs))
     plan = ", ".join(f"{threads.count(t)} x {t} thread(s)" for t in dict.fromkeys(threads))

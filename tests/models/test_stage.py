@@ -92,6 +92,34 @@ def test_metrics_and_model_files(stages, name):
         assert int(meta["vocab"]["city_id"].gt(0).sum()) > 0
 
 
+def test_a_models_own_seeds_train_one_model_per_fold_and_seed(tiny_upstream, tmp_path):
+    """models.gru.seeds=[3, 5]: two models per fold (the first seed's file is model.pt), both in
+    the metrics; the out-of-fold table still covers each validation trip once; other models keep
+    train.seeds."""
+    import json
+
+    root = fresh_root(tiny_upstream, tmp_path)
+    cfg = tiny_config(*FAST, "train.epochs=1", "models.gru.seeds=[3,5]")
+    out = run_in(root, "gru", cfg)
+    m = json.loads((out / "metrics.json").read_text())["models"]["gru"]
+    assert set(m["history"]) == {f"fold{f}_seed{s}" for f in cfg.cv.train_folds for s in (3, 5)}
+    for fold in cfg.cv.train_folds:
+        assert sorted(p.name for p in (out / f"fold{fold}").glob("model*.pt")) == ["model.pt", "model_seed5.pt"]
+        seeds = [train_mod.load_model_file(out / f"fold{fold}" / n)[1]["seed"] for n in ("model.pt", "model_seed5.pt")]
+        assert seeds == [3, 5]
+    # a model file written before models.<name>.seeds existed still loads (its section lacks the key)
+    from nextdest.models import build_model
+
+    meta = train_mod.load_model_file(out / "fold0" / "model.pt")[1]
+    old = {k: v for k, v in meta["section"].items() if k != "seeds"}
+    assert build_model("gru", old, meta["dims"]).cfg.seeds == ()
+    feats = pl.read_parquet(root / "base" / "features" / "features.parquet")
+    valid = feats.filter(all_valid_mask() & pl.col("fold").is_in(list(cfg.cv.train_folds)))["utrip_id"]
+    oof = pl.read_parquet(out / "oof_topk.parquet")
+    assert sorted(oof["utrip_id"].unique().to_list()) == sorted(valid.to_list())
+    assert train_mod.model_seeds(cfg, "mlp") == tuple(cfg.train.seeds)
+
+
 @pytest.mark.slow
 def test_checkpoint_resume_after_kill(tiny_upstream, tmp_path, monkeypatch, capsys):
     cfg = tiny_config(*FAST, "train.epochs=3", "train.patience=0", "cv.train_folds=[0]")

@@ -26,7 +26,8 @@ def build_model(name: str, section: Any, dims: Dims | dict) -> NextCityModel:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     entry = MODELS[name]
     if not dataclasses.is_dataclass(section):
-        section = entry.config(**section)
+        # seeds (a training key, models.<name>.seeds) is absent from model files written before it existed
+        section = entry.config(**{"seeds": (), **section})
     return entry.cls(section, dims if isinstance(dims, Dims) else Dims(**dims))
 
 

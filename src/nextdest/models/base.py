@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register
-from ..sections import at_least, dropout
+from ..sections import at_least, dropout, rule
 from .batch import Batch, Dims
 from .context import embedding
 from .head import TiedHead
@@ -46,6 +46,7 @@ class ModelConfig:
     dropout: float = dropout()
     epochs: int = at_least(0)  # 0 = train.epochs
     sampled_softmax: int = at_least(-1)  # -1 = train.sampled_softmax; 0 = full softmax; N = N negatives
+    seeds: tuple[int, ...] = rule(lambda v: all(x >= 0 for x in v), "a list of integers >= 0 (empty: train.seeds)")
 
 
 def register_model(name: str, config: type):
