@@ -36,9 +36,10 @@ B, V, ROWS = int(env("BATCH", "1024")), int(env("V", "40000")), int(env("ROWS", 
 SAMPLED = int(env("SAMPLED", "2048"))
 dims = Dims(n_cities=V, n_countries=195, seq_len=6, ctx_sizes=(13, 7, 7, 2, 4, 31, 32, 61, 61, 31, 31, 31, 7, 5, 1100))
 HPARAMS = {  # configs/base.yaml's sections (no yaml here; tests/test_gpu_check.py keeps them equal)
-    "gru": {"enabled": True, "emb_dim": 64, "dropout": 0.1, "epochs": 0, "sampled_softmax": -1, "hidden": 128, "ctx_dim": 16},
+    "gru": {"enabled": True, "emb_dim": 64, "dropout": 0.1, "epochs": 0, "sampled_softmax": -1, "hidden": 128, "ctx_dim": 16,
+            "seeds": []},
     "transformer": {"enabled": True, "emb_dim": 64, "dropout": 0.1, "epochs": 0, "sampled_softmax": -1, "n_layers": 2,
-                    "n_heads": 4, "ctx_dim": 16, "causal": False},
+                    "n_heads": 4, "ctx_dim": 16, "causal": False, "seeds": []},
 }
 MODES = {"full": (0, "adamw"), "sampled": (SAMPLED, "sparse_adamw")}
 print(f"torch {torch.__version__}; CUDA: {torch.cuda.get_device_name(0) if has_cuda else 'none'}; "

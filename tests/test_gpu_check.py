@@ -22,7 +22,7 @@ def test_sizes_match_base_yaml():
     for name in ("gru", "transformer"):
         block = re.search(rf'"{name}": \{{(.*?)\}}', text, re.S).group(1)
         section = to_dict(getattr(cfg.models, name))
-        found = dict(re.findall(r'"(\w+)": ([-\w.]+)', block))
+        found = dict(re.findall(r'"(\w+)": ([-\w.]+|\[\])', block))
         assert set(found) == set(section), name  # every key of the section, as build_model needs
         for key, value in found.items():
             assert value == str(section[key]), (name, key)
