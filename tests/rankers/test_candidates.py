@@ -131,17 +131,21 @@ def test_backoff_and_embedding_features_switch_on_and_leave_the_rest_unchanged(c
     import shutil
 
     cfg, exp = cand_exp
-    base = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
-    on = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, backoff=True, embed_dim=4))
-    root = tmp_path / "on"
-    shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
-    old = os.environ["NEXTDEST_ARTIFACTS"]
-    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
-    try:
-        run_stage("candidates", on, stage_function("candidates"))
-    finally:
-        os.environ["NEXTDEST_ARTIFACTS"] = old
-    full = pl.read_parquet(root / exp.name / "candidates" / "oof_candidates.parquet")
+
+    def build(name: str, backoff: bool, embed_dim: int) -> pl.DataFrame:
+        variant = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, backoff=backoff, embed_dim=embed_dim))
+        root = tmp_path / name
+        shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
+        old = os.environ["NEXTDEST_ARTIFACTS"]
+        os.environ["NEXTDEST_ARTIFACTS"] = str(root)
+        try:
+            run_stage("candidates", variant, stage_function("candidates"))
+        finally:
+            os.environ["NEXTDEST_ARTIFACTS"] = old
+        return pl.read_parquet(root / exp.name / "candidates" / "oof_candidates.parquet")
+
+    base = build("off", backoff=False, embed_dim=0)
+    full = build("on", backoff=True, embed_dim=4)
     added = {"bo_last", "t1_smooth", "cpop_month_lift", "cpop_market_lift", "emb_cos_lag1", "emb_cos_first", "emb_dir"}
     assert set(full.columns) - set(base.columns) == added and set(base.columns) <= set(full.columns)
     key = ["utrip_id", "prio"]
