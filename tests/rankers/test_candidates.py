@@ -35,6 +35,21 @@ def cand_exp(tiny_upstream, tmp_path_factory):
         os.environ.pop("NEXTDEST_ARTIFACTS") if old is None else os.environ.__setitem__("NEXTDEST_ARTIFACTS", old)
 
 
+
+def rerun_candidates(exp, cfg, root):
+    """Run the candidates stage under ``cfg`` on a copy of experiment ``exp`` (its upstream stages)
+    in ``root``; returns the new candidates folder."""
+    import shutil
+
+    shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
+    old = os.environ["NEXTDEST_ARTIFACTS"]
+    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
+    try:
+        run_stage("candidates", cfg, stage_function("candidates"))
+    finally:
+        os.environ["NEXTDEST_ARTIFACTS"] = old
+    return root / exp.name / "candidates"
+
 def test_pool_holds_true_city_whenever_a_model_ranked_it(cand_exp):
     cfg, exp = cand_exp
     oof = pl.read_parquet(exp / "candidates" / "oof_candidates.parquet")
@@ -95,7 +110,6 @@ def test_pool_capped_at_max_pool_and_recall_reports_the_whole_pool(cand_exp, tmp
     without the cap); recall.json still measures the uncapped pool; the key columns follow
     schema.CANDIDATES."""
     import dataclasses
-    import shutil
 
     from nextdest.artifacts import check_candidates
 
@@ -107,16 +121,9 @@ def test_pool_capped_at_max_pool_and_recall_reports_the_whole_pool(cand_exp, tmp
     cap = 6
     small = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, max_pool=cap),
                                 rankers=dataclasses.replace(cfg.rankers, max_candidates=cap))
-    root = tmp_path / "capped"
-    shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
-    old = os.environ["NEXTDEST_ARTIFACTS"]
-    os.environ["NEXTDEST_ARTIFACTS"] = str(root)
-    try:
-        run_stage("candidates", small, stage_function("candidates"))
-    finally:
-        os.environ["NEXTDEST_ARTIFACTS"] = old
-    capped = pl.read_parquet(root / exp.name / "candidates" / "oof_candidates.parquet")
-    rec_capped = json.loads((root / exp.name / "candidates" / "recall.json").read_text())
+    out = rerun_candidates(exp, small, tmp_path / "capped")
+    capped = pl.read_parquet(out / "oof_candidates.parquet")
+    rec_capped = json.loads((out / "recall.json").read_text())
     assert capped["prio"].max() == cap and capped.height < oof.height
     # The capped rows are exactly the first rows of the full table, features unchanged.
     key = ["utrip_id", "prio"]
@@ -128,21 +135,12 @@ def test_backoff_and_embedding_features_switch_on_and_leave_the_rest_unchanged(c
     """candidates.backoff and candidates.embed_dim add exactly their columns (finite where
     defined: the embedding cosines lie in [-1, 1]) and change no other column."""
     import dataclasses
-    import shutil
 
     cfg, exp = cand_exp
 
     def build(name: str, backoff: bool, embed_dim: int) -> pl.DataFrame:
         variant = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, backoff=backoff, embed_dim=embed_dim))
-        root = tmp_path / name
-        shutil.copytree(exp, root / exp.name, ignore=shutil.ignore_patterns("candidates"))
-        old = os.environ["NEXTDEST_ARTIFACTS"]
-        os.environ["NEXTDEST_ARTIFACTS"] = str(root)
-        try:
-            run_stage("candidates", variant, stage_function("candidates"))
-        finally:
-            os.environ["NEXTDEST_ARTIFACTS"] = old
-        return pl.read_parquet(root / exp.name / "candidates" / "oof_candidates.parquet")
+        return pl.read_parquet(rerun_candidates(exp, variant, tmp_path / name) / "oof_candidates.parquet")
 
     base = build("off", backoff=False, embed_dim=0)
     full = build("on", backoff=True, embed_dim=4)
