@@ -7,6 +7,8 @@
 #   ./run.sh --only blend                      one stage (repeatable, or a comma list); cached inputs reused
 #   ./run.sh --from candidates                 that stage and every later one
 #   ./run.sh --force                           rerun the selected stages even when cached
+#   ./run.sh --isolate                         every stage in its own Python process (automatic on real-size
+#                                              data: the official files or the full preset); else one process
 #   ./run.sh train.epochs=2 cv.train_folds=[0] dotted overrides, passed to every stage
 #
 # PYTHON=/path/to/python uses that interpreter as it is (no venv, no installs).
@@ -67,6 +69,7 @@ fi
 
 CONFIG=configs/base.yaml
 FORCE=()
+ISOLATE=()
 ONLY=()
 FROM=""
 OVERRIDES=()
@@ -79,7 +82,8 @@ while [[ $# -gt 0 ]]; do
     --from) FROM=$2; shift 2 ;;
     --from=*) FROM=${1#*=}; shift ;;
     --force) FORCE=(--force); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --isolate) ISOLATE=(--isolate); shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "unknown option $1 (see ./run.sh --help)" >&2; exit 2 ;;
     *=*) OVERRIDES+=("$1"); shift ;;
     *) echo "unexpected argument '$1' (see ./run.sh --help)" >&2; exit 2 ;;
@@ -107,9 +111,4 @@ else
   SELECTED=("${STAGES[@]}")
 fi
 
-START=$SECONDS
-for s in "${SELECTED[@]}"; do
-  read -ra cmd <<<"${COMMAND[$s]}"
-  "$PY" "${cmd[@]}" --config "$CONFIG" "${FORCE[@]}" "${OVERRIDES[@]}"
-done
-echo "[run] ${#SELECTED[@]} stage(s) finished in $((SECONDS - START))s"
+"$PY" -m nextdest run --config "$CONFIG" "${FORCE[@]}" "${ISOLATE[@]}" "${SELECTED[@]}" "${OVERRIDES[@]}"

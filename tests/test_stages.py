@@ -232,3 +232,25 @@ def test_dead_runs_temp_folders_are_removed(artifacts, capsys):
     assert "[folds] removed .folds.tmp-999999, left by a run that did not finish" in out
     assert not (exp / ".folds.tmp-999999").exists() and not (exp / ".folds.old-999998").exists()
     assert "[data] removed .data.tmp-999997" in out and "[data] up to date" in out  # also when skipped
+
+
+def test_run_command_hands_component_stages_their_overrides(artifacts, capsys):
+    """`python -m nextdest run` (run.sh's runner) passes a model stage its name and the dotted
+    overrides in an order the stage's parser takes: with --config between them, a model stage
+    used to stop on "unrecognized arguments" whenever ./run.sh had overrides."""
+    from nextdest.__main__ import main
+    from nextdest.registry import components
+
+    model = components("model")[0]
+    rc = main(["run", "--config", str(ROOT / "configs" / "base.yaml"), model.name, f"{model.section}.enabled=false",
+               "data.preset=tiny"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "in one process" in out and f"[{model.name}] disabled by config" in out
+    assert main(["run", "nosuch"]) == 2 and "unknown stage 'nosuch'" in capsys.readouterr().err
+
+
+def test_real_size_data_runs_a_process_per_stage():
+    from nextdest.__main__ import isolate_stages
+
+    assert isolate_stages(tiny_config("data.preset=full")) and isolate_stages(tiny_config("data.source=official"))
+    assert not isolate_stages(tiny_config()) and not isolate_stages(tiny_config("data.preset=medium"))
