@@ -130,3 +130,34 @@ def test_lock_step_folds_stop_together_and_new_trees_add_up(ranker_exp, stage):
     assert np.ptp(diff) < 1e-5 and np.ptp(model.predict(X, 0, 12)) > 1e-3
     model.finish(7)
     assert model.best_iteration == 7 and np.allclose(model.predict(X), model.predict(X, 0, 7), atol=1e-6)
+
+
+def test_feature_matrix_gathers_rows_in_chunks_by_hand():
+    """Rows picked in a given order, chunk by chunk, nulls as NaN, every value float32."""
+    from nextdest.rankers.base import feature_matrix
+
+    df = pl.DataFrame({"a": [1, 2, None, 4, 5], "b": [0.5, None, 2.5, 3.5, 4.5], "skip": ["x"] * 5})
+    X = feature_matrix(df, ["b", "a"], np.array([3, 0, 2, 4, 1]), chunk_rows=2)
+    nan = np.nan
+    assert X.dtype == np.float32 and X.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(X, np.array([[3.5, 4], [0.5, 1], [2.5, nan], [4.5, 5], [nan, 2]], np.float32))
+    np.testing.assert_array_equal(feature_matrix(df, ["a"], chunk_rows=3)[:, 0], np.array([1, 2, nan, 4, 5], np.float32))
+
+
+def test_candidate_tables_order_rows_by_group_trip_and_priority():
+    """The OOF rows come out grouped, each group one block of whole trips in priority order, with
+    each row's features, label and keys still together; the test rows by trip and priority."""
+    from nextdest.rankers.base import candidate_tables
+
+    trips = [3, 3, 1, 1, 1, 2, 2, 5, 4, 4]  # fold parts: trips not globally sorted
+    prio = [1, 2, 2, 1, 3, 1, 2, 1, 2, 1]
+    oof = pl.DataFrame({"utrip_id": trips, "city_id": [10 * t + p for t, p in zip(trips, prio)], "prio": prio,
+                        "label": [int(p == 1) for p in prio], "f": [float(10 * t + p) for t, p in zip(trips, prio)]})
+    test = oof.filter(pl.col("utrip_id") < 3).drop("label")
+    tables = candidate_tables(oof, test, ["f"], 2, seed=0)
+    keys = tables.oof_keys.with_columns(pl.Series("f", tables.oof.X[:, 0]), pl.Series("y", tables.oof.y))
+    assert keys["group"].to_list() == sorted(keys["group"].to_list())
+    assert keys.equals(keys.sort("group", "utrip_id", "city_id"))  # city 10t+p: priority order within a trip
+    assert (keys["f"] == keys["city_id"].cast(pl.Float64)).all() and (keys["y"] == (keys["city_id"] % 10 == 1)).all()
+    assert tables.oof.sizes.sum() == oof.height and len(tables.oof.sizes) == 5
+    assert tables.test_keys["city_id"].to_list() == [11, 12, 13, 21, 22] and tables.X_test[:, 0].tolist() == [11, 12, 13, 21, 22]

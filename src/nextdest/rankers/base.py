@@ -80,19 +80,26 @@ def query_sizes(qid: np.ndarray | pl.Series) -> np.ndarray:
     return np.diff(np.r_[starts, len(q)]).astype(np.int64)
 
 
-def feature_matrix(df: pl.DataFrame, features: list[str], chunk_rows: int = 1 << 20) -> np.ndarray:
-    """``df[features]`` as one C-ordered float32 matrix (null -> NaN), converted in row chunks so
-    the peak memory is the matrix plus one chunk, not a float32 copy of the whole frame."""
-    X = np.empty((df.height, len(features)), dtype=np.float32)
-    for a in range(0, df.height, chunk_rows):
-        X[a:a + chunk_rows] = df.slice(a, chunk_rows).select(pl.col(features).cast(pl.Float32)).to_numpy()
+def feature_matrix(df: pl.DataFrame, features: list[str], rows: np.ndarray | None = None,
+                   chunk_rows: int = 1 << 20) -> np.ndarray:
+    """``df[features]`` (its rows ``rows``, in that order; ``None`` = every row in order) as one
+    C-ordered float32 matrix (null -> NaN), gathered and converted in row chunks, so the peak
+    memory is the matrix plus one chunk, not a float32 (or reordered) copy of the whole frame."""
+    cols = df.select(features)  # the frame's columns, not a copy
+    n = df.height if rows is None else len(rows)
+    X = np.empty((n, len(features)), dtype=np.float32)
+    for a in range(0, n, chunk_rows):
+        part = cols.slice(a, chunk_rows) if rows is None else cols[rows[a:a + chunk_rows]]
+        X[a:a + chunk_rows] = part.select(pl.all().cast(pl.Float32)).to_numpy()
     return X
 
 
-def to_rankdata(df: pl.DataFrame, features: list[str]) -> RankData:
-    """Candidate rows (sorted by trip) -> :class:`RankData`."""
-    y = df["label"].to_numpy().astype(np.float32) if "label" in df.columns else np.zeros(df.height, np.float32)
-    return RankData(feature_matrix(df, features), y, query_sizes(df["utrip_id"]), list(features))
+def to_rankdata(df: pl.DataFrame, features: list[str], rows: np.ndarray | None = None) -> RankData:
+    """Candidate rows (``rows`` of ``df``, in that order, sorted by trip; ``None`` = every row of a
+    frame sorted by trip) -> :class:`RankData`."""
+    pick = (lambda s: s) if rows is None else (lambda s: s.gather(rows))  # noqa: E731
+    y = pick(df["label"]).to_numpy().astype(np.float32) if "label" in df.columns else np.zeros(len(pick(df["utrip_id"])), np.float32)
+    return RankData(feature_matrix(df, features, rows), y, query_sizes(pick(df["utrip_id"])), list(features))
 
 
 # --------------------------------------------------------------------------- interface
@@ -203,15 +210,19 @@ class Tables:
 
 
 def candidate_tables(oof: pl.DataFrame, test: pl.DataFrame, features: list[str], n_groups: int, seed: int) -> Tables:
-    """Give every OOF trip its group (:func:`trip_groups`), sort the OOF rows by group, trip and
+    """Give every OOF trip its group (:func:`trip_groups`), order the OOF rows by group, trip and
     priority (so a group's rows are one contiguous block: a view, not a copy) and the test rows by
-    trip and priority, and convert them to :class:`Tables` (the caller may drop the frames)."""
+    trip and priority, and convert them to :class:`Tables` (the caller may drop the frames). Only
+    the key columns are sorted; the feature matrices are gathered in that order chunk by chunk, so
+    no reordered copy of a whole table is ever held (at full scale one is several GiB)."""
     groups = trip_groups(oof["utrip_id"], n_groups, seed)
-    oof = oof.join(groups, on="utrip_id", how="left").sort("group", "utrip_id", "prio")
-    query_sizes(oof["utrip_id"])  # raises when a trip's rows are not contiguous
-    test = test.sort("utrip_id", "prio")
-    return Tables(to_rankdata(oof, features), oof.select("utrip_id", "city_id", "group"),
-                  feature_matrix(test, features), test.select("utrip_id", "city_id"))
+    keys = (oof.select("utrip_id", "city_id", "prio").with_row_index("_row")
+            .join(groups, on="utrip_id", how="left").sort("group", "utrip_id", "prio"))
+    query_sizes(keys["utrip_id"])  # raises when a trip's rows are not contiguous
+    test_keys = test.select("utrip_id", "city_id", "prio").with_row_index("_row").sort("utrip_id", "prio")
+    rows, test_rows = keys["_row"].to_numpy(), test_keys["_row"].to_numpy()
+    return Tables(to_rankdata(oof, features, rows), keys.select("utrip_id", "city_id", "group"),
+                  feature_matrix(test, features, test_rows), test_keys.select("utrip_id", "city_id"))
 
 
 def cross_fit(
@@ -338,8 +349,10 @@ def plot_importance(importance: dict[str, float], path, title: str, top: int = 3
 
 
 def load_candidates(cand_dir, max_candidates: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The candidate tables, capped at ``max_candidates`` per trip by pool priority."""
-    oof, test = (read_candidates(cand_dir, split, max_candidates).sort("utrip_id", "prio") for split in ("oof", "test"))
+    """The candidate tables (OOF: fold after fold, each by trip and priority; test: by trip and
+    priority), capped at ``max_candidates`` per trip by pool priority. :func:`candidate_tables`
+    puts them in the order the fold loop needs."""
+    oof, test = (read_candidates(cand_dir, split, max_candidates) for split in ("oof", "test"))
     return oof, test
 
 
