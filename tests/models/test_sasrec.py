@@ -4,6 +4,7 @@ through the registry alone)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -45,6 +46,32 @@ def test_loss_is_the_mean_over_every_position_with_a_next_city():
     assert torch.allclose(model.loss(b), want, atol=1e-5)
     # prediction scores the last position only, with every step's copy score
     assert torch.allclose(model(b), model.head(h[:, -1], b.cities, model.copy(h[:, -1])), atol=1e-6)
+
+
+def test_aux_share_keeps_a_fresh_sample_of_the_earlier_positions():
+    """aux_share 0: the last position alone; 0.5: the positions whose fresh draw is below 0.5 (the
+    last always); in eval mode, or at 1.0, every position counts."""
+    model, b = make(), batch()
+    h = model.positions(b)
+    logits = lambda i, j: model.head(h[i, j][None], b.cities[i][None], (model.copy(h[i, j]) * (torch.arange(6) <= j))[None])[0]  # noqa: E731
+    pairs = [(0, 3, 5), (0, 4, 7), (0, 5, 11), (1, 2, 6), (1, 3, 8), (1, 4, 10), (1, 5, 12)]
+    ce = {(i, j): F.cross_entropy(logits(i, j)[None], torch.tensor([t])) for i, j, t in pairs}
+    full = model.loss(b)
+    model.train()  # dropout is 0: training mode only turns the sampling on
+    model.cfg = dataclasses.replace(model.cfg, aux_share=0.0)
+    assert torch.allclose(model.loss(b), (ce[0, 5] + ce[1, 5]) / 2, atol=1e-5)
+    model.cfg = dataclasses.replace(model.cfg, aux_share=0.5)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        drawn = torch.rand(2, 5) < 0.5  # the draw the loss makes for positions 0..4
+        torch.manual_seed(seed)
+        kept = [ce[i, j] for i, j, _t in pairs if j == 5 or drawn[i, j]]
+        assert torch.allclose(model.loss(b), torch.stack(kept).mean(), atol=1e-5)
+    model.cfg = dataclasses.replace(model.cfg, aux_share=1.0)
+    assert torch.allclose(model.loss(b), full, atol=1e-5)
+    model.eval()
+    model.cfg = dataclasses.replace(model.cfg, aux_share=0.0)
+    assert torch.allclose(model.loss(b), full, atol=1e-5)
 
 
 def test_positions_see_only_earlier_steps():

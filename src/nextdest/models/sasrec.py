@@ -7,8 +7,11 @@ output, through the tied head, predicts the next step of the trip:
     position i (a lag)   -> the city of position i + 1          (training only; rare/padding skipped)
     position L-1 (lag_1) -> the row's own city (batch.target)   (+ the target row's context)
 
-Training sums the cross-entropy over every position with a target (``loss``); prediction
-(``forward``, from NextCityModel) scores the last position only. Copy scores of a position reach
+Training averages the cross-entropy over every position with a target (``loss``); prediction
+(``forward``, from NextCityModel) scores the last position only. With one example per row, the
+step a lag predicts is also another row's own target, so the earlier positions mostly repeat
+targets: ``aux_share`` < 1 keeps each earlier position's loss with that probability per step (a
+fresh draw every step; the last position always counts), which cuts the cost of the head. Copy scores of a position reach
 only the steps it can see. Blocks are the Transformer's (pre-norm, attention + MLP).
 """
 
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..sections import at_least
+from ..sections import at_least, rule
 from .base import ModelConfig, NextCityModel, register_model
 from .batch import Batch
 from .context import ContextEncoder, StepEncoder
@@ -31,6 +34,7 @@ class SASRecConfig(ModelConfig):
     n_layers: int = at_least(1)
     n_heads: int = at_least(1)
     ctx_dim: int = at_least(1)  # per context field (added at the last position)
+    aux_share: float = rule(lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]")  # earlier positions' losses kept per step
 
     def problems(self, at: str):
         if self.emb_dim % self.n_heads:
@@ -71,6 +75,8 @@ class SASRec(NextCityModel):
         target = torch.cat([torch.zeros_like(cities[:, :1]), target], dim=1)  # (B, L): the first city predicts nothing
         keep = (cities > 0) & (target > 1)  # (B, L): a real step followed by a real (not rare) city
         keep[:, -1] = batch.target > 1  # the row's own city: full vocabulary
+        if self.training and self.cfg.aux_share < 1:
+            keep[:, :-1] &= torch.rand(B, L - 1, device=cities.device) < self.cfg.aux_share  # (B, L-1): a sample of the earlier positions
         copy = self.copy(h) * self.causal  # (B, L, L): position i copies only steps <= i
         steps = cities[:, None, :].expand(B, L, L)  # (B, L, L)
         return self.head_loss(h[keep], steps[keep], target[keep], negatives, copy=copy[keep])  # over (n,) positions
