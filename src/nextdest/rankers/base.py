@@ -94,14 +94,6 @@ def feature_matrix(df: pl.DataFrame, features: list[str], rows: np.ndarray | Non
     return X
 
 
-def to_rankdata(df: pl.DataFrame, features: list[str], rows: np.ndarray | None = None) -> RankData:
-    """Candidate rows (``rows`` of ``df``, in that order, sorted by trip; ``None`` = every row of a
-    frame sorted by trip) -> :class:`RankData`."""
-    pick = (lambda s: s) if rows is None else (lambda s: s.gather(rows))  # noqa: E731
-    y = pick(df["label"]).to_numpy().astype(np.float32) if "label" in df.columns else np.zeros(len(pick(df["utrip_id"])), np.float32)
-    return RankData(feature_matrix(df, features, rows), y, query_sizes(pick(df["utrip_id"])), list(features))
-
-
 # --------------------------------------------------------------------------- interface
 @dataclass(frozen=True)
 class GBDTConfig:
@@ -216,13 +208,13 @@ def candidate_tables(oof: pl.DataFrame, test: pl.DataFrame, features: list[str],
     the key columns are sorted; the feature matrices are gathered in that order chunk by chunk, so
     no reordered copy of a whole table is ever held (at full scale one is several GiB)."""
     groups = trip_groups(oof["utrip_id"], n_groups, seed)
-    keys = (oof.select("utrip_id", "city_id", "prio").with_row_index("_row")
+    keys = (oof.select("utrip_id", "city_id", "prio", "label").with_row_index("_row")
             .join(groups, on="utrip_id", how="left").sort("group", "utrip_id", "prio"))
-    query_sizes(keys["utrip_id"])  # raises when a trip's rows are not contiguous
     test_keys = test.select("utrip_id", "city_id", "prio").with_row_index("_row").sort("utrip_id", "prio")
-    rows, test_rows = keys["_row"].to_numpy(), test_keys["_row"].to_numpy()
-    return Tables(to_rankdata(oof, features, rows), keys.select("utrip_id", "city_id", "group"),
-                  feature_matrix(test, features, test_rows), test_keys.select("utrip_id", "city_id"))
+    data = RankData(feature_matrix(oof, features, keys["_row"].to_numpy()), keys["label"].to_numpy().astype(np.float32),
+                    query_sizes(keys["utrip_id"]), list(features))  # query_sizes raises when a trip's rows are split
+    return Tables(data, keys.select("utrip_id", "city_id", "group"),
+                  feature_matrix(test, features, test_keys["_row"].to_numpy()), test_keys.select("utrip_id", "city_id"))
 
 
 def cross_fit(
