@@ -160,3 +160,21 @@ def test_transformer_last_block_computes_only_the_last_token_exactly():
                 x = block(x, mask)
             slow = model.out(model.ln_f(x[:, -1]))
         assert torch.allclose(fast, slow, atol=1e-5), causal
+
+
+def test_validation_accuracy_at_4_is_the_top_4_of_every_city_by_hand():
+    """The epoch's validation score (top 4 of the logits, no softmax) counts the trips whose
+    target is among the 4 cities the averaged-softmax prediction ranks first, over batches."""
+    from nextdest.train import accuracy_at_4, predict_topk
+
+    torch.manual_seed(0)
+    model = make("gru")
+    b = batch(23, seed=3)
+    idx, prob = predict_topk([model], b, 4, "cpu", batch_size=5)
+    logits = model.eval()(b)
+    by_hand = sum(int(t) in torch.topk(row, 4).indices.tolist() for row, t in zip(logits, b.target)) / 23
+    assert accuracy_at_4(model, b, "cpu", False, batch_size=5) == by_hand
+    assert by_hand == float((torch.from_numpy(idx) == b.target[:, None]).any(dim=1).double().mean())
+    assert torch.allclose(torch.from_numpy(prob), torch.topk(torch.softmax(logits, -1), 4).values, atol=1e-6)
+    b.target[:] = torch.from_numpy(idx[:, 0])  # every target first-ranked: 1.0
+    assert accuracy_at_4(model, b, "cpu", False, batch_size=7) == 1.0

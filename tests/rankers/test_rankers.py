@@ -161,3 +161,46 @@ def test_candidate_tables_order_rows_by_group_trip_and_priority():
     assert (keys["f"] == keys["city_id"].cast(pl.Float64)).all() and (keys["y"] == (keys["city_id"] % 10 == 1)).all()
     assert tables.oof.sizes.sum() == oof.height and len(tables.oof.sizes) == 5
     assert tables.test_keys["city_id"].to_list() == [11, 12, 13, 21, 22] and tables.X_test[:, 0].tolist() == [11, 12, 13, 21, 22]
+
+
+def test_xgboost_fold_matrix_streamed_in_blocks_trains_as_the_copied_rows(ranker_exp):
+    """A fold's matrix binned block by block (no copy of its rows) against the shared cuts gives the
+    trees that the copied rows give, and the fold matrix handed on as the next fold's reference
+    bins with the same cuts as the all-rows matrix it replaces."""
+    import xgboost as xgb
+
+    from nextdest.rankers.base import candidate_tables
+    from nextdest.rankers.xgb import RowBlocks
+
+    cfg, exp = ranker_exp
+    oof, test = load_candidates(exp / "candidates", cfg.rankers.max_candidates)
+    data = candidate_tables(oof, test, feature_columns(oof), 3, cfg.seed).oof
+    q = data.query_index()
+    rows = np.flatnonzero(q % 3 != 0)  # whole queries, increasing
+    model = make_ranker("xgb_ranker", cfg, "cpu")
+    prepared = model.prepare(data, np.arange(len(data.y)))
+
+    def trained(d):
+        booster = xgb.Booster(model._params(), [d])
+        for i in range(8):
+            booster.update(d, i)
+        return booster.inplace_predict(data.X, predict_type="margin")
+
+    copied = model._dmatrix(data.take(rows), ref=prepared)
+    handed = model.start(prepared, data, rows)  # default block size: one block here
+    assert handed.num_row() == len(rows) and np.array_equal(handed.get_group(), data.sizes_of(rows))
+    streamed = xgb.QuantileDMatrix(RowBlocks(data, rows, block=37), ref=handed, max_bin=model.params.max_bin, nthread=1)  # 37 rows a block: queries split
+    streamed.set_group(data.sizes_of(rows))
+    expected = trained(copied)
+    assert np.array_equal(trained(handed), expected) and np.array_equal(trained(streamed), expected)
+
+
+def test_spilled_matrix_reads_back_equal_and_read_only(tmp_path):
+    from nextdest.rankers.base import spill
+
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    X[1, 2] = np.nan
+    Y = spill(X, tmp_path / "X.npy")
+    assert isinstance(Y, np.memmap) and Y.dtype == np.float32 and np.array_equal(Y, X, equal_nan=True)
+    with pytest.raises(ValueError):
+        Y[0, 0] = 1.0

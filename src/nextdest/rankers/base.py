@@ -56,8 +56,11 @@ class RankData:
     def take(self, rows: np.ndarray) -> "RankData":
         """The rows ``rows`` (increasing, whole queries) as a new block (a copy)."""
         rows = np.asarray(rows)
-        q = self.query_index()[rows]
-        return RankData(self.X[rows], self.y[rows], run_lengths(q), self.names)
+        return RankData(self.X[rows], self.y[rows], self.sizes_of(rows), self.names)
+
+    def sizes_of(self, rows: np.ndarray) -> np.ndarray:
+        """Rows per query of the rows ``rows`` (increasing, whole queries), without copying them."""
+        return run_lengths(self.query_index()[np.asarray(rows)])
 
 
 def run_lengths(q: np.ndarray) -> np.ndarray:
@@ -133,8 +136,11 @@ class Ranker(ABC):
         return None
 
     @abstractmethod
-    def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
-        """Get ready to boost on rows ``rows`` of ``data`` (increasing, whole queries)."""
+    def start(self, prepared, data: RankData, rows: np.ndarray):
+        """Get ready to boost on rows ``rows`` of ``data`` (increasing, whole queries). Returns
+        what the next fold model's :meth:`start` gets in place of ``prepared``: ``prepared``
+        itself, or something lighter that serves the same purpose (XGBoost hands on this fold's
+        binned matrix, which carries the same quantile cuts, so the all-rows matrix is freed)."""
 
     @abstractmethod
     def boost(self, rounds: int) -> None:
@@ -199,6 +205,14 @@ class Tables:
     oof_keys: pl.DataFrame
     X_test: np.ndarray
     test_keys: pl.DataFrame
+
+
+def spill(X: np.ndarray, path) -> np.ndarray:
+    """``X`` saved to ``path`` (``.npy``) and mapped back read-only: its pages leave memory until
+    they are read. The test matrix is read once, after every fold model has trained, so it does not
+    sit in memory beside the training matrices (at full scale 1 GiB)."""
+    np.save(path, X)
+    return np.load(path, mmap_mode="r")
 
 
 def candidate_tables(oof: pl.DataFrame, test: pl.DataFrame, features: list[str], n_groups: int, seed: int) -> Tables:
@@ -271,7 +285,7 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
         if b - a != len(h):
             raise ValueError("fold loop: a group's rows are not one block (sort the OOF rows by group first)")
         tr = np.flatnonzero((group_col != g) & pos_col)
-        model.start(prepared, data, tr)
+        prepared = model.start(prepared, data, tr)
         qh = q[a:b]
         held.append((a, b, np.flatnonzero(np.r_[True, qh[1:] != qh[:-1]]) if b > a else np.zeros(0, np.int64)))
         log(f"group {g}: {len(np.unique(q[tr])):,} train trips ({len(tr):,} rows), {b - a:,} held-out rows")
@@ -370,6 +384,7 @@ def run_ranker_stage(ctx) -> None:
         extra["pool_recall_test"] = float(test.group_by("utrip_id").agg(pl.col("label").max())["label"].mean())
     tables = candidate_tables(oof, test, features, cfg.rankers.n_folds, cfg.seed)
     del oof, test  # the matrices hold what the fold loop needs
+    tables.X_test = spill(tables.X_test, ctx.work / "X_test.npy")  # on disk until the fold models score it
     res = fit_groups(lambda: make_ranker(name, cfg, device), tables, cfg.rankers.n_folds, ctx.log)
     del tables
     oof_topk = rerank(res.oof, name, k)

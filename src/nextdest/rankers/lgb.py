@@ -74,15 +74,16 @@ class LGBRanker(Ranker):
         trains on a subset of it (``Dataset.subset``: bins copied, none recomputed)."""
         import lightgbm as lgb
 
-        full = lgb.Dataset(data.X[rows], data.y[rows], group=data.take(rows).sizes if len(rows) else None,
+        full = lgb.Dataset(data.X[rows], data.y[rows], group=data.sizes_of(rows) if len(rows) else None,
                            feature_name=data.names, params=self._dataset_params(), free_raw_data=True)
         return full.construct(), np.asarray(rows)
 
-    def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
+    def start(self, prepared, data: RankData, rows: np.ndarray):
         import lightgbm as lgb
 
         full, kept = prepared
         self.booster = lgb.Booster(self._params(), full.subset(np.searchsorted(kept, rows)))
+        return prepared  # every fold subsets the same binned Dataset
 
     def boost(self, rounds: int) -> None:
         for _ in range(rounds):

@@ -19,6 +19,30 @@ from ..sections import at_least
 from .base import GBDTConfig, RankData, Ranker, register_ranker, resolve_threads
 
 
+def RowBlocks(data: RankData, rows: np.ndarray, block: int = 1 << 19):
+    """An ``xgboost.DataIter`` over rows ``rows`` of ``data``, ``block`` rows at a time: XGBoost
+    bins each block as it comes, so only one block's copy of the features exists at once."""
+    import xgboost as xgb
+
+    class _Blocks(xgb.DataIter):
+        def __init__(self):
+            self.at = 0
+            super().__init__(release_data=True)
+
+        def next(self, input_data) -> bool:
+            if self.at >= len(rows):
+                return False
+            r = rows[self.at:self.at + block]
+            input_data(data=data.X[r], label=data.y[r], feature_names=data.names)
+            self.at += block
+            return True
+
+        def reset(self) -> None:
+            self.at = 0
+
+    return _Blocks()
+
+
 @dataclass(frozen=True)
 class XGBConfig(GBDTConfig):
     objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic"]
@@ -59,11 +83,17 @@ class XGBRanker(Ranker):
         each fold's matrices are binned against them instead of sketching their own."""
         return self._dmatrix(data.take(rows))
 
-    def start(self, prepared, data: RankData, rows: np.ndarray) -> None:
+    def start(self, prepared, data: RankData, rows: np.ndarray):
+        """Bin rows ``rows`` against the cuts of ``prepared`` (streamed in blocks: no copy of the
+        fold's rows) and hand this fold's matrix on as the next fold's reference (same cuts), so
+        the all-rows matrix of :meth:`prepare` is freed after the first fold."""
         import xgboost as xgb
 
-        self._dtrain = self._dmatrix(data.take(rows), ref=prepared)
+        d = xgb.QuantileDMatrix(RowBlocks(data, rows), ref=prepared, max_bin=self.params.max_bin, nthread=self.n_threads)
+        d.set_group(data.sizes_of(rows))
+        self._dtrain = d
         self.booster = xgb.Booster(self._params(), [self._dtrain])
+        return d
 
     def boost(self, rounds: int) -> None:
         for _ in range(rounds):
