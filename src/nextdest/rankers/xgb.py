@@ -71,11 +71,15 @@ class XGBRanker(Ranker):
         }
 
     def _dmatrix(self, data: RankData, ref=None):
+        return self._binned(data.X, data.sizes, ref, label=data.y, feature_names=data.names)
+
+    def _binned(self, source, sizes: np.ndarray, ref=None, **info):
+        """A ``QuantileDMatrix`` of ``source`` (an array, with its ``info``, or a ``DataIter``
+        that carries them) with ``sizes`` rows per query, binned against ``ref``'s cuts if given."""
         import xgboost as xgb
 
-        d = xgb.QuantileDMatrix(data.X, label=data.y, feature_names=data.names, ref=ref, max_bin=self.params.max_bin,
-                                nthread=self.n_threads)
-        d.set_group(data.sizes)
+        d = xgb.QuantileDMatrix(source, ref=ref, max_bin=self.params.max_bin, nthread=self.n_threads, **info)
+        d.set_group(sizes)
         return d
 
     def prepare(self, data: RankData, rows: np.ndarray):
@@ -89,11 +93,9 @@ class XGBRanker(Ranker):
         the all-rows matrix of :meth:`prepare` is freed after the first fold."""
         import xgboost as xgb
 
-        d = xgb.QuantileDMatrix(RowBlocks(data, rows), ref=prepared, max_bin=self.params.max_bin, nthread=self.n_threads)
-        d.set_group(data.sizes_of(rows))
-        self._dtrain = d
+        self._dtrain = self._binned(RowBlocks(data, rows), data.sizes_of(rows), prepared)
         self.booster = xgb.Booster(self._params(), [self._dtrain])
-        return d
+        return self._dtrain
 
     def boost(self, rounds: int) -> None:
         for _ in range(rounds):
