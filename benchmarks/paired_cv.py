@@ -24,26 +24,25 @@ MODELS = ("gru", "transformer", "mlp", "sasrec", "xgb_ranker", "lgb_ranker", "bl
 
 def fold_accuracies(exp_dir: Path, model: str, truth, layout) -> tuple[list[float], int] | None:
     """accuracy@4 of ``model``'s OOF top-k per fold of ``layout`` (utrip_id, fold), and the number of
-    truth trips it has no prediction for."""
+    truth trips it has no prediction for (they count as misses)."""
     import polars as pl
+
+    from nextdest.metrics import topk_metrics
 
     path = exp_dir / model / "oof_topk.parquet"
     if not path.exists():
         return None
     topk = pl.read_parquet(path, columns=["utrip_id", "city_id", "rank"])
-    hits = topk.filter(pl.col("rank") <= 4).join(truth, on=["utrip_id", "city_id"], how="semi")
-    hit_trips = hits.select("utrip_id").unique().with_columns(pl.lit(True).alias("hit"))
-    covered = truth.join(topk.select("utrip_id").unique(), on="utrip_id", how="semi").height
-    per = (
-        layout.join(hit_trips, on="utrip_id", how="left")
-        .with_columns(pl.col("hit").fill_null(False))
-        .group_by("fold").agg(pl.col("hit").mean().alias("acc4"), pl.len().alias("n")).sort("fold")
-    )
-    return [float(x) for x in per["acc4"]], truth.height - covered
+    missing = truth.join(topk.select("utrip_id").unique(), on="utrip_id", how="anti").height
+    folds = truth.join(layout, on="utrip_id")
+    acc = [topk_metrics(topk, folds.filter(pl.col("fold") == f), ks=(4,))["acc4"] for f in sorted(layout["fold"].unique())]
+    return acc, missing
 
 
 def main() -> int:
     import polars as pl
+
+    from nextdest.topk import validation_truth
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", required=True, help="the run to score (artifacts/<experiment>)")
@@ -57,12 +56,11 @@ def main() -> int:
     for d in (a, b):
         if not (d / "folds" / "folds.parquet").exists():
             raise SystemExit(f"{d}: no folds stage (folds/folds.parquet); run that experiment first")
-    train_a = pl.read_parquet(a / "data" / "train.parquet", columns=["utrip_id", "checkin", "city_id", "row"])
-    train_b = pl.read_parquet(b / "data" / "train.parquet", columns=["utrip_id", "checkin", "city_id", "row"])
-    if not train_a.equals(train_b):
-        raise SystemExit(f"{a}/data/train.parquet and {b}/data/train.parquet differ: the runs are not on the same data")
-    # the CV target of a train trip: its last stay (by check-in, then file row)
-    truth = train_a.sort("utrip_id", "checkin", "row").group_by("utrip_id").agg(pl.col("city_id").last())
+    # the CV targets (the last stay of every train trip), from each run's own feature table
+    truth = validation_truth(pl.scan_parquet(a / "features" / "features.parquet")).select("utrip_id", "city_id")
+    truth_b = validation_truth(pl.scan_parquet(b / "features" / "features.parquet")).select("utrip_id", "city_id")
+    if not truth.equals(truth_b):
+        raise SystemExit(f"{a.name} and {b.name} have different train trips or last cities: the runs are not on the same data")
     layout = pl.read_parquet(b / "folds" / "folds.parquet").filter(~pl.col("is_test")).select("utrip_id", "fold")
     sizes = layout.group_by("fold").len().sort("fold")["len"].to_list()
 
