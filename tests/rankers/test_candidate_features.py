@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 
 import polars as pl
+import numpy as np
 import pytest
+import scipy.sparse as sp
 
-from nextdest.rankers.candidates import _final_step_features, _graph_features, _user_features
+from nextdest.rankers.candidates import _final_step_features, _graph_features, _user_features, csr_values
 
 
 def _rows(rows):
@@ -92,3 +94,16 @@ def test_graph_features_one_and_two_hops():
     # No third-last stay: missing, not zero.
     assert all(math.isnan(v) for v in out["g1_lag3"].to_list())
 
+
+
+def test_csr_values_matches_dense_lookup():
+    # Unsorted column indices and a duplicate entry (row 0: col 2 holds 3 and 4 = 7, col 0 holds 1), an empty row (1), pairs
+    # in any order, repeated, and pairs with nothing stored.
+    mat = sp.csr_matrix((np.array([3.0, 1.0, 4.0, 2.0]), np.array([2, 0, 2, 1]), np.array([0, 3, 3, 4])), shape=(3, 3))
+    dense = mat.toarray()
+    rows = np.array([0, 0, 2, 1, 0, 2, 0])
+    cols = np.array([2, 0, 1, 1, 1, 0, 2])
+    assert csr_values(mat, rows, cols).tolist() == [7.0, 1.0, 2.0, 0.0, 0.0, 0.0, 7.0]
+    assert csr_values(mat, rows, cols).tolist() == dense[rows, cols].tolist()
+    assert csr_values(mat, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
+    assert csr_values(sp.csr_matrix((2, 2)), np.array([1]), np.array([0])).tolist() == [0.0]

@@ -374,18 +374,50 @@ def _graph_features(df: pl.DataFrame, trans1: pl.DataFrame, n_index: int) -> pl.
     c = sp.coo_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(n_index, n_index)).tocsr()
     deg = np.asarray(c.sum(axis=1)).ravel()
     p = sp.diags(np.where(deg > 0, 1.0 / np.maximum(deg, 1e-12), 0.0)) @ c
-    p2 = (p @ p).tocsr()
     cand = df["city_idx"].to_numpy().astype(np.int64)
+    names = (("city_lag1", "lag1"), ("city_lag2", "lag2"), ("city_lag3", "lag3"), ("first_city", "first"))
+    srcs = [df[key].fill_null(0).to_numpy().astype(np.int64) for key, _ in names]
+    oks = [(src > 0) & (src < n_index) & (cand < n_index) for src in srcs]
+    # Every (stay, candidate) pair of the four stays in one query, looked up in P and in P2.
+    rows = np.concatenate([src[ok] for src, ok in zip(srcs, oks)])
+    cols_q = np.concatenate([cand[ok] for ok in oks])
     cols = {}
-    for key, name in (("city_lag1", "lag1"), ("city_lag2", "lag2"), ("city_lag3", "lag3"), ("first_city", "first")):
-        src = df[key].fill_null(0).to_numpy().astype(np.int64)
-        ok = (src > 0) & (src < n_index) & (cand < n_index)
-        for mat, pre in ((p, "g1"), (p2, "g2")):
+    for pre in ("g1", "g2"):
+        mat = (p if pre == "g1" else p @ p).tocsr()
+        found = csr_values(mat, rows, cols_q)
+        start = 0
+        for (_key, name), ok in zip(names, oks):
             v = np.full(len(cand), np.nan, dtype=np.float32)
-            if ok.any():
-                v[ok] = np.asarray(mat[src[ok], cand[ok]]).ravel()
+            v[ok] = found[start:start + int(ok.sum())]
+            start += int(ok.sum())
             cols[f"{pre}_{name}"] = v
-    return df.with_columns([pl.Series(k, v) for k, v in cols.items()])
+        del mat
+    order = [f"{pre}_{name}" for _key, name in names for pre in ("g1", "g2")]  # the columns' order: the rankers' feature order
+    return df.with_columns([pl.Series(k, cols[k]) for k in order])
+
+
+def csr_values(mat: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``mat[rows, cols]`` (0 where nothing is stored), by one merge of the sorted query keys
+    ``row * n_cols + col`` into the matrix's sorted keys. scipy's own pair indexing scans the whole
+    row for each pair whenever the pairs number fewer than a tenth of the stored entries, so its cost
+    was pairs x row length, and both grow with the data (two-hop rows: about 1,100 stored entries at
+    medium): the candidates stage grew as rows^1.39 (BENCHMARKS.md, scaling)."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    mat.sum_duplicates()  # canonical (sorted column indices, no duplicates), in place
+    n_cols = mat.shape[1]
+    keys = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr))
+    keys *= n_cols
+    keys += mat.indices
+    q = rows.astype(np.int64) * n_cols + cols
+    order = np.argsort(q, kind="stable")
+    qs = q[order]
+    pos = np.searchsorted(keys, qs)  # sorted queries: the binary searches walk the keys in order
+    pos = np.minimum(pos, max(len(keys) - 1, 0))
+    hit = keys[pos] == qs if len(keys) else np.zeros(len(qs), dtype=bool)
+    out = np.zeros(len(q))
+    out[order] = np.where(hit, mat.data[pos] if len(keys) else 0.0, 0.0)
+    return out
 
 
 def _user_features(df: pl.DataFrame, feat: pl.DataFrame, q: pl.DataFrame, fold: int | None, cities: pl.DataFrame) -> pl.DataFrame:
