@@ -381,42 +381,35 @@ def _graph_features(df: pl.DataFrame, trans1: pl.DataFrame, n_index: int) -> pl.
     # Every (stay, candidate) pair of the four stays in one query, looked up in P and in P2.
     rows = np.concatenate([src[ok] for src, ok in zip(srcs, oks)])
     cols_q = np.concatenate([cand[ok] for ok in oks])
-    cols = {}
-    for pre in ("g1", "g2"):
-        mat = (p if pre == "g1" else p @ p).tocsr()
-        found = csr_values(mat, rows, cols_q)
-        start = 0
-        for (_key, name), ok in zip(names, oks):
+    found = {"g1": csr_values(p.tocsr(), rows, cols_q), "g2": csr_values((p @ p).tocsr(), rows, cols_q)}
+    cols, start = {}, 0
+    for (_key, name), ok in zip(names, oks):
+        end = start + int(ok.sum())
+        for pre in ("g1", "g2"):  # g1_lag1, g2_lag1, g1_lag2, ...: the rankers' feature order
             v = np.full(len(cand), np.nan, dtype=np.float32)
-            v[ok] = found[start:start + int(ok.sum())]
-            start += int(ok.sum())
+            v[ok] = found[pre][start:end]
             cols[f"{pre}_{name}"] = v
-        del mat
-    order = [f"{pre}_{name}" for _key, name in names for pre in ("g1", "g2")]  # the columns' order: the rankers' feature order
-    return df.with_columns([pl.Series(k, cols[k]) for k in order])
+        start = end
+    return df.with_columns([pl.Series(k, v) for k, v in cols.items()])
 
 
 def csr_values(mat: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``mat[rows, cols]`` (0 where nothing is stored), by one merge of the sorted query keys
-    ``row * n_cols + col`` into the matrix's sorted keys. scipy's own pair indexing scans the whole
-    row for each pair whenever the pairs number fewer than a tenth of the stored entries, so its cost
-    was pairs x row length, and both grow with the data (two-hop rows: about 1,100 stored entries at
-    medium): the candidates stage grew as rows^1.39 (BENCHMARKS.md, scaling)."""
-    if len(rows) == 0:
-        return np.zeros(0)
-    mat.sum_duplicates()  # canonical (sorted column indices, no duplicates), in place
+    """``mat[rows, cols]`` (0 where nothing is stored; ``mat`` is made canonical in place), by one
+    search of the sorted query keys ``row * n_cols + col`` in the matrix's sorted keys. scipy's own
+    pair indexing scans the whole row for each pair whenever the pairs number fewer than a tenth of
+    the stored entries: its cost is pairs x row length, and both grow with the data (two-hop rows
+    most). BENCHMARKS.md, candidates-profile."""
+    if len(rows) == 0 or mat.nnz == 0:
+        return np.zeros(len(rows))
+    mat.sum_duplicates()  # canonical: sorted column indices, no duplicates -> keys strictly increasing
     n_cols = mat.shape[1]
-    keys = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr))
-    keys *= n_cols
-    keys += mat.indices
+    keys = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr)) * n_cols + mat.indices
     q = rows.astype(np.int64) * n_cols + cols
     order = np.argsort(q, kind="stable")
     qs = q[order]
-    pos = np.searchsorted(keys, qs)  # sorted queries: the binary searches walk the keys in order
-    pos = np.minimum(pos, max(len(keys) - 1, 0))
-    hit = keys[pos] == qs if len(keys) else np.zeros(len(qs), dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, qs), len(keys) - 1)  # sorted queries walk the keys in order
     out = np.zeros(len(q))
-    out[order] = np.where(hit, mat.data[pos] if len(keys) else 0.0, 0.0)
+    out[order] = np.where(keys[pos] == qs, mat.data[pos], 0.0)
     return out
 
 
