@@ -98,6 +98,8 @@ class CandidatesConfig:
     country_k: int = at_least(0)
     max_pool: int = at_least(1)  # candidates per trip that get features (by pool priority); >= rankers.max_candidates
     embed_dim: int = at_least(0)  # spectral embedding of the city graph for emb_* features; 0 = off
+    geo_epochs: int = at_least(0)  # epochs of the learned 2-D city map behind the geo_* features (rankers/geo.py); 0 = off
+    geo_k: int = at_least(0)  # the map's best cities after the last stay added to the pool (with geo_epochs > 0)
     backoff: bool  # the country back-off features bo_last, t1_smooth, cpop_month_lift, cpop_market_lift
     backoff_prior: float = non_negative()  # weight of the country back-off in the smoothed transition share t1_smooth
 

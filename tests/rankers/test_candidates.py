@@ -10,6 +10,7 @@ import pytest
 
 from nextdest.folds import valid_mask
 from nextdest.rankers.candidates import feature_columns
+from nextdest.rankers.geo import GEO_FEATURES
 from fakes import enabled_models, fake_experiment
 from nextdest.stages import run_stage, stage_function
 from nextdest.stats import transitions
@@ -132,22 +133,33 @@ def test_pool_capped_at_max_pool_and_recall_reports_the_whole_pool(cand_exp, tmp
 
 
 def test_backoff_and_embedding_features_switch_on_and_leave_the_rest_unchanged(cand_exp, tmp_path):
-    """candidates.backoff and candidates.embed_dim add exactly their columns (finite where
-    defined: the embedding cosines lie in [-1, 1]) and change no other column."""
+    """candidates.backoff, candidates.embed_dim and candidates.geo_epochs add exactly their columns
+    (finite where defined: the cosines lie in [-1, 1]) and change no other column."""
     import dataclasses
 
     cfg, exp = cand_exp
 
-    def build(name: str, backoff: bool, embed_dim: int) -> pl.DataFrame:
-        variant = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, backoff=backoff, embed_dim=embed_dim))
+    def build(name: str, backoff: bool, embed_dim: int, geo_epochs: int, geo_k: int = 0) -> pl.DataFrame:
+        variant = dataclasses.replace(cfg, candidates=dataclasses.replace(
+            cfg.candidates, backoff=backoff, embed_dim=embed_dim, geo_epochs=geo_epochs, geo_k=geo_k))
         return pl.read_parquet(rerun_candidates(exp, variant, tmp_path / name) / "oof_candidates.parquet")
 
-    base = build("off", backoff=False, embed_dim=0)
-    full = build("on", backoff=True, embed_dim=4)
-    added = {"bo_last", "t1_smooth", "cpop_month_lift", "cpop_market_lift", "emb_cos_lag1", "emb_cos_first", "emb_dir"}
+    base = build("off", backoff=False, embed_dim=0, geo_epochs=0)
+    full = build("on", backoff=True, embed_dim=4, geo_epochs=2)
+    added = {"bo_last", "t1_smooth", "cpop_month_lift", "cpop_market_lift", "emb_cos_lag1", "emb_cos_first", "emb_dir",
+             *GEO_FEATURES}
     assert set(full.columns) - set(base.columns) == added and set(base.columns) <= set(full.columns)
     key = ["utrip_id", "prio"]
     assert full.select(base.columns).sort(key).equals(base.sort(key))
-    cos = full["emb_cos_lag1"].drop_nans().drop_nulls()
-    assert cos.len() > 0 and cos.min() >= -1.0001 and cos.max() <= 1.0001
+    for name in ("emb_cos_lag1", "geo_cos_step", "geo_cos_home"):
+        cos = full[name].drop_nans().drop_nulls()
+        assert cos.len() > 0 and cos.min() >= -1.0001 and cos.max() <= 1.0001, name
     assert full["bo_last"].min() >= 0 and full["t1_smooth"].max() <= 1.0001
+    # The map as a pool source (uncapped pool): every earlier candidate stays, flagged src_geo where
+    # the map proposes it, and the map adds cities no other source proposed.
+    pooled = build("geo_k", backoff=False, embed_dim=0, geo_epochs=2, geo_k=3)
+    assert pooled["src_geo"].sum() > 0 and "src_geo" not in base.columns
+    pair = ["utrip_id", "city_id"]
+    assert base.select(pair).join(pooled.select(pair), on=pair, how="anti").height == 0
+    new = pooled.join(base.select(pair), on=pair, how="anti")
+    assert new.height > 0 and new["src_geo"].min() == 1

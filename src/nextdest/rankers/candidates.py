@@ -7,7 +7,9 @@ Pool (per query trip: the validation trips of the trained folds, and every test 
   * the previous city's most frequent next cities, and those of the last two cities
     (``transition_k`` each, out of fold);
   * the trip's first city (trips often end where they started);
-  * the most popular cities of each country the trip has visited (``country_k`` each, out of fold).
+  * the most popular cities of each country the trip has visited (``country_k`` each, out of fold);
+  * with the learned city map (``candidates.geo_epochs``), its ``geo_k`` best cities after the last
+    stay (:func:`.geo.geo_top`: rarely seen cities near it, ahead in the trip's direction).
 
 Each candidate gets a priority from reciprocal-rank fusion over its sources
 (``sum_s 1 / (PRIO_C + rank_s)``), so a city several sources agree on comes first, and ``prio``
@@ -37,7 +39,10 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
     rarely seen cities: the country-level probability after the last country, the last city's
     transition share shrunk toward it, the country's lifts in the check-in month and market;
   * a spectral embedding of the city graph (:mod:`.embedding`, ``candidates.embed_dim``; 0 = off):
-    the candidate's cosine with the last and the first stay, and with the trip's last step.
+    the candidate's cosine with the last and the first stay, and with the trip's last step;
+  * a learned 2-D map of the cities (:mod:`.geo`, ``candidates.geo_epochs``; 0 = off): the map's
+    own score of the step, distances to the last and the first stay, the step's cosine with the
+    trip's last step, its overall direction and the way home, and how straight the trip travels.
 
 Outputs: ``oof_candidates.parquet`` (with ``label`` = 1 for the true city, and the trip's CV
 ``fold``), ``test_candidates.parquet`` (``label`` only when the test truth exists, for reporting;
@@ -62,6 +67,7 @@ from ..schema import CANDIDATES, FIRST_INDEX, SchemaError, conform
 from ..stats import known_rows, popularity, targets, transitions
 from .backoff import backoff_features
 from .embedding import city_embedding, embedding_features
+from .geo import fit_layout, geo_features, geo_top, known_steps, trip_directions
 
 PRIO_C = 5.0  # reciprocal-rank-fusion constant of the pool priority
 RECALL_CUTOFFS = (4, 10, 20, 30, 50, 75, 100, 150, 200)
@@ -111,8 +117,10 @@ def candidate_sources(
     trans2: pl.DataFrame,
     country_pop: pl.DataFrame,
     cfg,
+    geo: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Every (utrip_id, city_idx, source, rank) a source proposes for the query trips ``q``."""
+    """Every (utrip_id, city_idx, source, rank) a source proposes for the query trips ``q``
+    (``geo``: the learned map's top cities, :func:`.geo.geo_top`, when given)."""
     cc = cfg.candidates
     parts = []
     for name, tab in models.items():
@@ -134,13 +142,17 @@ def candidate_sources(
         visited_countries.join(cp, on="country_idx")
         .select("utrip_id", "city_idx", pl.lit("country").alias("source"), "rank")
     )
+    if geo is not None:
+        parts.append(geo.select("utrip_id", "city_idx", pl.lit("geo").alias("source"), "rank"))
     src = pl.concat([p.with_columns(pl.col("city_idx").cast(pl.Int32), pl.col("rank").cast(pl.Int32)) for p in parts])
     return src.filter(pl.col("city_idx") >= FIRST_INDEX)
 
 
 def pool_from_sources(src: pl.DataFrame) -> pl.DataFrame:
     """Union of the sources per trip with the priority ``prio`` (1 = first) by reciprocal-rank
-    fusion; ties broken by the best single rank, then city index (deterministic)."""
+    fusion; ties broken by the best single rank, then city index (deterministic). Flags
+    ``src_<source>`` for the fixed sources (and ``src_geo`` when that source is there)."""
+    optional = [(pl.col("source") == "geo").any().alias("src_geo")] if (src["source"] == "geo").any() else []
     return (
         src.group_by("utrip_id", "city_idx")
         .agg(
@@ -150,6 +162,7 @@ def pool_from_sources(src: pl.DataFrame) -> pl.DataFrame:
             (pl.col("source") == "trans2").any().alias("src_trans2"),
             (pl.col("source") == "first").any().alias("src_first"),
             (pl.col("source") == "country").any().alias("src_country"),
+            *optional,
             pl.col("source").n_unique().alias("src_n"),
         )
         .sort(["utrip_id", "_rrf", "_best", "city_idx"], descending=[False, True, False, False])
@@ -171,12 +184,14 @@ def pool_features(
     cities: pl.DataFrame,
     cfg,
     whole_pool: list | None = None,
+    layout=None,
 ) -> pl.DataFrame:
     """Candidates and features for query rows ``q`` (one per trip), with statistics out of fold
     ``fold`` (None: every known target). ``models`` maps model name -> its top-k for these trips
     in index space (see :func:`_to_idx`). Only the first ``candidates.max_pool`` candidates of a
     trip get features; ``whole_pool`` (a list), when given, receives the uncapped pool's
-    (utrip_id, city_idx, prio) for recall reporting."""
+    (utrip_id, city_idx, prio) for recall reporting; ``layout`` (:class:`.geo.Layout`), when
+    given, adds the geo_* features."""
     trips = q.select("utrip_id")
     prefix = (
         feat.filter(~pl.col("is_reversed") & ~pl.col("is_last"))
@@ -190,7 +205,8 @@ def pool_features(
         pop.join(cities.select("city_idx", "country_idx"), on="city_idx")
         .sort(["country_idx", "count", "city_idx"], descending=[False, True, False])
     )
-    pool = pool_from_sources(candidate_sources(q, prefix, models, trans1, trans2, country_pop, cfg))
+    geo = geo_top(q, layout, cfg.candidates.geo_k) if layout is not None and cfg.candidates.geo_k > 0 else None
+    pool = pool_from_sources(candidate_sources(q, prefix, models, trans1, trans2, country_pop, cfg, geo))
     if whole_pool is not None:
         whole_pool.append(pool.select("utrip_id", "city_idx", "prio"))
     pool = pool.filter(pl.col("prio") <= cfg.candidates.max_pool)
@@ -299,6 +315,9 @@ def pool_features(
     df = _graph_features(df, trans1, cities.height + FIRST_INDEX)
     if cfg.candidates.embed_dim > 0:
         df = embedding_features(df, city_embedding(trans1, cities.height + FIRST_INDEX, cfg.candidates.embed_dim))
+    if layout is not None:
+        steps = known_steps(feat.join(trips, on="utrip_id", how="semi"))
+        df = geo_features(df, layout, trip_directions(steps, layout))
     df = df.drop("city_lag1", "city_lag2", "city_lag3", "first_city", "country_lag1", "first_country", "cand_country")
     bools = [c for c, t in df.schema.items() if t == pl.Boolean]
     return df.with_columns(pl.col(bools).cast(pl.Int8)).sort("utrip_id", "prio")
@@ -508,6 +527,9 @@ def run_candidates_stage(ctx) -> None:
     if not tables:
         raise RuntimeError("candidates: no model top-k tables found (baselines must have run)")
     ctx.log(f"models pooled: {', '.join(tables)}; features for the first {cfg.candidates.max_pool} of each pool")
+    layout = None
+    if cfg.candidates.geo_epochs > 0:
+        layout = fit_layout(feat, cities, cities.height + FIRST_INDEX, cfg.candidates.geo_epochs, cfg.seed, log=ctx.log)
     oof_idx = {n: _to_idx(o, cities) for n, (o, _t) in tables.items()}
     test_idx = {n: _to_idx(t, cities) for n, (_o, t) in tables.items()}
     parts_dir = ctx.out / "_parts"
@@ -529,7 +551,7 @@ def run_candidates_stage(ctx) -> None:
         trips = q.select("utrip_id")
         models = {n: t.join(trips, on="utrip_id", how="semi") for n, t in oof_idx.items()}
         whole: list = []
-        part = pool_features(feat, q, fold, models, cities, cfg, whole)
+        part = pool_features(feat, q, fold, models, cities, cfg, whole, layout)
         label = q.select("utrip_id", pl.col("city_idx").alias("_true"))
         part = (
             part.join(label, on="utrip_id", how="left")
@@ -543,7 +565,7 @@ def run_candidates_stage(ctx) -> None:
 
     q = feat.filter(test_mask())
     whole = []
-    test = pool_features(feat, q, None, test_idx, cities, cfg, whole).with_columns(pl.lit(-1, pl.Int8).alias("fold"))
+    test = pool_features(feat, q, None, test_idx, cities, cfg, whole, layout).with_columns(pl.lit(-1, pl.Int8).alias("fold"))
     truth = artifacts.read_truth(ctx.input("data"))
     test_hits = None
     if truth is not None:
@@ -570,6 +592,7 @@ def run_candidates_stage(ctx) -> None:
         "max_pool": cfg.candidates.max_pool,
         "models": list(tables),
         "prio_c": PRIO_C,
+        "geo_layout": layout.info if layout is not None else None,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     artifacts.write_candidates_info(ctx.out, recall, [c for c in cols if c not in ID_COLUMNS])
