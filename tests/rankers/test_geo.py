@@ -106,7 +106,7 @@ def test_fit_recovers_the_map_deterministically_without_last_steps():
     assert s.height == feat.filter(~pl.col("is_last") & (pl.col("city_lag1") > 0)).height
     truth = step_cos(true, s)
     # The fitted map keeps the walks' turns. (On a regular grid the spectral start is already close:
-    # 0.90 here; on the synthetic medium data the fit lifts it from 0.49 to 0.85, BENCHMARKS.md.)
+    # 0.90 here; on the synthetic medium data the fit lifts it from 0.48 to 0.85, BENCHMARKS.md.)
     assert np.corrcoef(step_cos(lay.xy, s), truth)[0, 1] > 0.85
     start = fit_layout(feat, cities, 102, epochs=0, seed=3, log=lambda *_: None)
     assert not np.allclose(start.xy, lay.xy) and lay.info["loss"][-1] < lay.info["loss"][0]

@@ -35,8 +35,8 @@ compared are in different countries:
     consecutive steps (how strongly it keeps its direction; the same for every candidate).
 
 On the synthetic data the fitted positions' step cosines correlate 0.85 with the generator's true
-ones (medium, seed 42, 30 epochs; 0.77 without the backward steps, 0.49 for the spectral start
-alone; BENCHMARKS.md, geo-medium).
+ones (medium, seed 42, 30 epochs; 0.77 without the backward steps, 0.48 for the spectral start
+alone; BENCHMARKS.md, geo-layout and geo-medium).
 """
 
 from __future__ import annotations
