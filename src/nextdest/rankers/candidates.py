@@ -67,7 +67,7 @@ from ..schema import CANDIDATES, FIRST_INDEX, SchemaError, conform
 from ..stats import known_rows, popularity, targets, transitions
 from .backoff import backoff_features
 from .embedding import city_embedding, embedding_features
-from .geo import fit_layout, geo_features, geo_top, known_steps, trip_directions
+from .geo import fit_layout, geo_features, geo_top
 
 PRIO_C = 5.0  # reciprocal-rank-fusion constant of the pool priority
 RECALL_CUTOFFS = (4, 10, 20, 30, 50, 75, 100, 150, 200)
@@ -316,8 +316,7 @@ def pool_features(
     if cfg.candidates.embed_dim > 0:
         df = embedding_features(df, city_embedding(trans1, cities.height + FIRST_INDEX, cfg.candidates.embed_dim))
     if layout is not None:
-        steps = known_steps(feat.join(trips, on="utrip_id", how="semi"))
-        df = geo_features(df, layout, trip_directions(steps, layout))
+        df = geo_features(df, layout)
     df = df.drop("city_lag1", "city_lag2", "city_lag3", "first_city", "country_lag1", "first_country", "cand_country")
     bools = [c for c, t in df.schema.items() if t == pl.Boolean]
     return df.with_columns(pl.col(bools).cast(pl.Int8)).sort("utrip_id", "prio")

@@ -67,6 +67,7 @@ class Layout:
     country: np.ndarray  # (n_index,) country index of every city index (-1: none)
     fitted: np.ndarray  # (n_index,) bool
     info: dict
+    directions: pl.DataFrame | None = None  # :func:`trip_directions` of every trip with known steps
 
 
 def known_steps(feat: pl.DataFrame) -> pl.DataFrame:
@@ -123,7 +124,8 @@ def fit_layout(feat: pl.DataFrame, cities: pl.DataFrame, n_index: int, epochs: i
     t0 = time.perf_counter()
     country = np.full(n_index, -1, dtype=np.int64)
     country[cities["city_idx"].to_numpy()] = cities["country_idx"].to_numpy()
-    steps = known_steps(feat)
+    forward = known_steps(feat)
+    steps = forward
     # Every run of three stays read backwards too (c -> b -> a): the map and the turns are the same
     # walked either way, so this doubles the steps that place the cities (the step cosines of the
     # fitted map correlate 0.85 with the generator's true ones, against 0.77 forwards only).
@@ -179,6 +181,7 @@ def fit_layout(feat: pl.DataFrame, cities: pl.DataFrame, n_index: int, epochs: i
                      country, fitted, {})
     finally:
         torch.set_num_threads(threads)
+    out.directions = trip_directions(forward, out)
     out.info = {"steps": int(len(p1)), "cities_fitted": int(fitted.sum()), "cities_spectral": int(placed.sum()),
                 "epochs": epochs, "loss": losses, "alpha": round(out.alpha, 4), "kappa": round(out.kappa, 4),
                 "seconds": round(time.perf_counter() - t0, 2)}
@@ -220,59 +223,67 @@ def _unit_steps(a: np.ndarray, b: np.ndarray, layout: Layout) -> tuple[np.ndarra
 def trip_directions(prefix_steps: pl.DataFrame, layout: Layout) -> pl.DataFrame:
     """(utrip_id, geo_dx, geo_dy, geo_straight): the sum of a trip's unit steps between fitted
     cities of one country, and the mean cosine of its consecutive such steps (null: none), from
-    its known steps ``prefix_steps`` (utrip_id, prev1, next[, prev2])."""
-    idx = {c: prefix_steps[c].to_numpy().astype(np.int64) for c in ("prev1", "next")}
-    u, _ok = _unit_steps(idx["prev1"], idx["next"], layout)
-    cols = [pl.Series("geo_dx", u[:, 0]), pl.Series("geo_dy", u[:, 1])]
-    if "prev2" in prefix_steps.columns:
-        w, ok2 = _unit_steps(prefix_steps["prev2"].to_numpy().astype(np.int64), idx["prev1"], layout)
-        turn = np.where(ok2 & _ok, (u * w).sum(axis=1), np.nan)
-        cols.append(pl.Series("_turn", turn, nan_to_null=True))
-    out = prefix_steps.select("utrip_id").with_columns(cols).group_by("utrip_id")
-    if "prev2" in prefix_steps.columns:
-        return out.agg(pl.col("geo_dx").sum(), pl.col("geo_dy").sum(), pl.col("_turn").mean().cast(pl.Float32).alias("geo_straight"))
-    return out.agg(pl.col("geo_dx").sum(), pl.col("geo_dy").sum(), pl.lit(None, pl.Float32).alias("geo_straight"))
+    its known steps ``prefix_steps`` (utrip_id, prev2, prev1, next; :func:`known_steps`)."""
+    p2, p1, nx = (prefix_steps[c].to_numpy().astype(np.int64) for c in ("prev2", "prev1", "next"))
+    u, ok = _unit_steps(p1, nx, layout)
+    w, ok2 = _unit_steps(p2, p1, layout)
+    turn = np.where(ok & ok2, (u * w).sum(axis=1), np.nan)
+    return (
+        prefix_steps.select("utrip_id")
+        .with_columns(pl.Series("geo_dx", u[:, 0]), pl.Series("geo_dy", u[:, 1]), pl.Series("_turn", turn, nan_to_null=True))
+        .group_by("utrip_id")
+        .agg(pl.col("geo_dx").sum(), pl.col("geo_dy").sum(), pl.col("_turn").mean().cast(pl.Float32).alias("geo_straight"))
+    )
 
 
-def geo_features(df: pl.DataFrame, layout: Layout, directions: pl.DataFrame) -> pl.DataFrame:
+def step_scores(layout: Layout, c: np.ndarray, l1: np.ndarray, l2: np.ndarray):
+    """The map's view of the step last stay ``l1`` -> candidate ``c`` after ``l2`` (index arrays
+    that broadcast together; 0 = no such stay): (logit, log(1 + d^2 / s^2), cosine with the last
+    step, same country as the last stay with both placed, the last step usable)."""
+    X, Y = layout.xy[:, 0], layout.xy[:, 1]
+    placed = lambda v: layout.fitted[v] & (v > 0)  # noqa: E731
+    same = placed(c) & placed(l1) & (layout.country[c] == layout.country[l1])
+    step_ok = same & placed(l2) & (layout.country[l2] == layout.country[l1]) & (l2 != l1)
+    ux, uy = X[c] - X[l1], Y[c] - Y[l1]
+    dist = np.log1p((ux ** 2 + uy ** 2) * np.exp(-2 * layout.log_s[l1]))
+    cos = _cos(ux, uy, X[l1] - X[l2], Y[l1] - Y[l2])
+    logit = layout.bias[c] - layout.alpha * dist + layout.kappa * np.where(step_ok, np.nan_to_num(cos), 0.0)
+    return logit, dist, cos, same, step_ok
+
+
+def geo_features(df: pl.DataFrame, layout: Layout, directions: pl.DataFrame | None = None) -> pl.DataFrame:
     """Adds :data:`GEO_FEATURES` (module docstring) to ``df`` (utrip_id, city_idx, city_lag1,
-    city_lag2, first_city; null / 0: no such stay); ``directions`` from :func:`trip_directions`."""
+    city_lag2, first_city; null / 0: no such stay); ``directions`` (:func:`trip_directions`)
+    defaults to the layout's own, computed when it was fitted."""
     n = len(layout.fitted)
-    df = df.join(directions, on="utrip_id", how="left")
+    df = df.join(layout.directions if directions is None else directions, on="utrip_id", how="left")
 
     def idx(col: str) -> np.ndarray:
         v = df[col].fill_null(0).to_numpy().astype(np.int64)
         return np.where((v > 0) & (v < n), v, 0)
 
     c, l1, l2, f = idx("city_idx"), idx("city_lag1"), idx("city_lag2"), idx("first_city")
-    ok_c, ok_1, ok_2, ok_f = (layout.fitted[v] & (v > 0) for v in (c, l1, l2, f))
-    same_1 = ok_c & ok_1 & (layout.country[c] == layout.country[l1])
-    step_ok = same_1 & ok_2 & (layout.country[l2] == layout.country[l1]) & (l2 != l1)
-    same_f = ok_c & ok_f & (layout.country[c] == layout.country[f])
+    logit, dist_last, cos_step, same_1, step_ok = step_scores(layout, c, l1, l2)
+    same_f = layout.fitted[c] & (c > 0) & layout.fitted[f] & (f > 0) & (layout.country[c] == layout.country[f])
     X, Y = layout.xy[:, 0], layout.xy[:, 1]
     ux, uy = X[c] - X[l1], Y[c] - Y[l1]
-    d2_last = ux ** 2 + uy ** 2
-    dist_last = np.log1p(d2_last * np.exp(-2 * layout.log_s[l1]))
-    cos_step = _cos(ux, uy, X[l1] - X[l2], Y[l1] - Y[l2])
     cos_trip = _cos(ux, uy, df["geo_dx"].fill_null(0.0).to_numpy(), df["geo_dy"].fill_null(0.0).to_numpy())
     cos_home = _cos(ux, uy, X[f] - X[l1], Y[f] - Y[l1])
     dist_first = np.log1p(((X[c] - X[f]) ** 2 + (Y[c] - Y[f]) ** 2) * np.exp(-2 * layout.log_s[f]))
-    logit = layout.bias[c] - layout.alpha * dist_last + layout.kappa * np.where(step_ok, np.nan_to_num(cos_step), 0.0)
 
     def col(name: str, v: np.ndarray, ok: np.ndarray) -> pl.Series:
         return pl.Series(name, np.where(ok, v, np.nan).astype(np.float32), nan_to_null=True)
 
-    out = df.drop("geo_dx", "geo_dy").with_columns(
+    return df.drop("geo_dx", "geo_dy").with_columns(
         col("geo_logit", logit, same_1),
         col("geo_dist_last", dist_last, same_1),
         col("geo_dist_first", dist_first, same_f),
         col("geo_cos_step", cos_step, step_ok),
         col("geo_cos_trip", cos_trip, same_1),
         col("geo_cos_home", cos_home, same_1 & same_f & (f != l1)),
-    )
-    return out.with_columns(
+    ).with_columns(  # rank keeps nulls null: no rank where the map has no logit
         pl.col("geo_logit").rank("ordinal", descending=True).over("utrip_id").cast(pl.Float32).alias("geo_rank")
-    ).with_columns(pl.when(pl.col("geo_logit").is_null()).then(None).otherwise(pl.col("geo_rank")).alias("geo_rank"))
+    )
 
 
 def geo_top(q: pl.DataFrame, layout: Layout, k: int, chunk: int = 1 << 22) -> pl.DataFrame:
@@ -286,7 +297,6 @@ def geo_top(q: pl.DataFrame, layout: Layout, k: int, chunk: int = 1 << 22) -> pl
     prev = np.where((prev > 0) & (prev < n), prev, 0)
     ok = layout.fitted[last] & (last > 0)
     trips = q["utrip_id"].to_numpy()
-    X, Y = layout.xy[:, 0], layout.xy[:, 1]
     out_t, out_c, out_r = [], [], []
     for country in np.unique(layout.country[last[ok]]):
         rows = np.flatnonzero(ok & (layout.country[last] == country))
@@ -297,14 +307,9 @@ def geo_top(q: pl.DataFrame, layout: Layout, k: int, chunk: int = 1 << 22) -> pl
         step = max(1, chunk // len(cands))
         for a in range(0, len(rows), step):
             r = rows[a:a + step]
-            l1, l2 = last[r], prev[r]
-            ux, uy = X[cands][None, :] - X[l1][:, None], Y[cands][None, :] - Y[l1][:, None]  # (R, C)
-            z = layout.bias[cands][None, :] - layout.alpha * np.log1p((ux ** 2 + uy ** 2) * np.exp(-2 * layout.log_s[l1])[:, None])
-            has = layout.fitted[l2] & (l2 > 0) & (layout.country[l2] == country) & (l2 != l1)
-            vx, vy = X[l1] - X[l2], Y[l1] - Y[l2]
-            cos = _cos(ux, uy, vx[:, None], vy[:, None])
-            z = z + layout.kappa * np.where(has[:, None], np.nan_to_num(cos), 0.0)
-            z[cands[None, :] == l1[:, None]] = -np.inf  # not the last stay itself
+            l1 = last[r][:, None]
+            z = step_scores(layout, cands[None, :], l1, prev[r][:, None])[0]  # (R, C)
+            z[cands[None, :] == l1] = -np.inf  # not the last stay itself
             top = np.argpartition(-z, kk - 1, axis=1)[:, :kk]  # (R, kk) unordered
             zt = np.take_along_axis(z, top, axis=1)
             order = np.lexsort((cands[top], -zt), axis=1)  # by logit, ties by city index
