@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from nextdest.rankers.candidates import _final_step_features, _graph_features, _user_features, csr_values
+from nextdest.rankers.candidates import _crossing_features, _final_step_features, _graph_features, _user_features, csr_values
 
 
 def _rows(rows):
@@ -77,6 +77,22 @@ def test_final_step_features_use_only_last_steps():
     out0 = _final_step_features(df, FEAT, 0).sort("city_idx")
     assert out0["fin_t1_count"].to_list() == [0.0, 0.0]
     assert out0["fin_pop_share"].to_list() == [1.0, 0.0]
+
+
+def test_crossing_features_by_country_of_the_last_city_and_entry_cities():
+    feat = FEAT.with_columns(pl.col("city_lag1").replace_strict({0: 0, 2: 10, 3: 10, 4: 11}).alias("country_lag1"))
+    # Known steps: 2 -> 3 (a, t), 3 -> 4 (a), 3 -> 4 (b), 4 -> 2 (b): shares out of 3: {4: 1}.
+    t1 = pl.DataFrame({"prev1": [2, 3, 4], "next": [3, 4, 2], "share": [1.0, 1.0, 1.0]})
+    df = pl.DataFrame({"utrip_id": ["t", "t", "u", "v"], "city_idx": [2, 4, 4, 3], "city_lag1": [3, 3, 5, 4],
+                       "country_lag1": [10, 10, 10, 11], "cand_country": [10, 11, 11, 10],
+                       "pop_in_country_share": [0.4, 1.0, 1.0, 0.6]})
+    out = _crossing_features(df, feat, None, t1, CITIES)
+    # From 3 every next stay lay in country 11; an unseen last city (5) has no share.
+    assert out["t1_country_share"].to_list() == [0.0, 1.0, None, 1.0]
+    # Crossings 10 -> 11 landed in 4 (twice), 11 -> 10 in 2 (once, so 3 gets 0); same country: null.
+    assert out["entry_share"].to_list() == [None, 1.0, 1.0, 0.0]
+    # bo_city = t1_country_share x (entry_share across the border, else pop_in_country_share).
+    assert out["bo_city"].to_list() == [0.0, 1.0, None, 0.0]
 
 
 def test_graph_features_one_and_two_hops():

@@ -10,7 +10,7 @@ import pytest
 
 from nextdest.folds import valid_mask
 from nextdest.rankers.candidates import feature_columns
-from nextdest.rankers.geo import GEO_FEATURES
+from nextdest.rankers.geo import GEO_FEATURES, GLOBAL_FEATURES
 from fakes import enabled_models, fake_experiment
 from nextdest.stages import run_stage, stage_function
 from nextdest.stats import transitions
@@ -147,11 +147,11 @@ def test_backoff_and_embedding_features_switch_on_and_leave_the_rest_unchanged(c
     base = build("off", backoff=False, embed_dim=0, geo_epochs=0)
     full = build("on", backoff=True, embed_dim=4, geo_epochs=2)
     added = {"bo_last", "t1_smooth", "cpop_month_lift", "cpop_market_lift", "emb_cos_lag1", "emb_cos_first", "emb_dir",
-             *GEO_FEATURES}
+             *GEO_FEATURES, *GLOBAL_FEATURES}
     assert set(full.columns) - set(base.columns) == added and set(base.columns) <= set(full.columns)
     key = ["utrip_id", "prio"]
     assert full.select(base.columns).sort(key).equals(base.sort(key))
-    for name in ("emb_cos_lag1", "geo_cos_step", "geo_cos_home"):
+    for name in ("emb_cos_lag1", "geo_cos_step", "geo_cos_home", "geo_cos_mix", "gx_cos_step", "gx_cos_trip"):
         cos = full[name].drop_nans().drop_nulls()
         assert cos.len() > 0 and cos.min() >= -1.0001 and cos.max() <= 1.0001, name
     assert full["bo_last"].min() >= 0 and full["t1_smooth"].max() <= 1.0001

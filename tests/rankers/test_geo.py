@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nextdest.rankers.geo import GEO_FEATURES, Layout, fit_layout, geo_features, geo_top, known_steps, trip_directions
+from nextdest.rankers.geo import GEO_FEATURES, GLOBAL_FEATURES, Layout, _fit_global, fit_layout, geo_features, geo_top, known_steps, trip_directions
 
 
 def hand_layout() -> Layout:
@@ -46,6 +46,12 @@ def test_geo_features_hand_computed():
     want = [0.1 - 2 * math.log(2) + 1.0, 0.3 - 2 * math.log(2), 0.5 - 2 * math.log(2) - 1.0]
     assert r["geo_logit"][:3] == pytest.approx(want, rel=1e-5)
     assert r["geo_rank"][:3] == [1.0, 2.0, 3.0]
+    # Normalised over every other placed city of the last stay's country (2, 4, 5; 7 has no position).
+    lse = math.log(sum(math.exp(z) for z in want))
+    assert r["geo_logp"][:3] == pytest.approx([z - lse for z in want], rel=1e-5)
+    # Heading = unit last step (1, 0) + unit summed direction s.
+    m = np.array([1 + s[0], s[1]]) / math.hypot(1 + s[0], s[1])
+    assert r["geo_cos_mix"][:3] == pytest.approx([m[0], m[1], -m[0]])
     # Another country or no position: every candidate feature missing.
     for c in set(GEO_FEATURES) - {"geo_straight"}:
         assert r[c][3] is None and r[c][4] is None, c
@@ -128,3 +134,70 @@ def test_geo_top_ranks_the_country_by_the_maps_logit():
     assert top.filter(pl.col("utrip_id") == "a")["city_idx"].to_list() == [4, 5]
     assert top.filter(pl.col("utrip_id") == "d")["city_idx"].to_list() == [2, 5]
     assert top["rank"].to_list() == [1, 2, 1, 2] and set(top["utrip_id"]) == {"a", "d"}
+
+
+def _two_countries():
+    feat, cities, true = walks(600, seed=0)
+    # The grid's left half is one country, the right half another: walks cross the border often.
+    cities = cities.with_columns(((pl.col("city_idx") - 2) % 10 >= 5).cast(pl.Int64).alias("country_idx"))
+    s = known_steps(feat)
+    p, q, r = (s[c].to_numpy() for c in ("prev2", "prev1", "next"))
+    country = np.full(102, -1)
+    country[2:] = cities["country_idx"].to_numpy()
+    crossing = (p > 0) & (p != q) & (q != r) & ((country[p] != country[q]) | (country[q] != country[r]))
+    return feat, cities, true, s, s.filter(pl.Series(crossing))
+
+
+def test_global_map_puts_two_countries_maps_together():
+    feat, cities, true, s, crossing = _two_countries()
+    lay = fit_layout(feat, cities, 102, epochs=15, seed=3, log=lambda *_: None)
+    # Give the fit each country's true map, the right one turned, shrunk and moved: the global fit must
+    # undo that from the border crossings alone (each country's map alone cannot say how they join).
+    th = 2.0
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    lay.xy = true.copy()
+    right = lay.country == 1
+    lay.xy[right] = (true[right] - 7) @ rot.T * 0.3
+    both = pl.concat([s, s.filter(pl.col("prev2") > 0).select("utrip_id", pl.col("next").alias("prev2"), "prev1",
+                                                              pl.col("prev2").alias("next"))])
+    p2, p1, nx = (both[c].to_numpy().astype(np.int64) for c in ("prev2", "prev1", "next"))
+    info = _fit_global(lay, p2, p1, nx, 15, 3, 64, 2048, 0.05)
+    assert info["countries_placed"] == 2 and info["loss"][-1] < info["loss"][0]
+    assert np.corrcoef(step_cos(lay.gxy, crossing), step_cos(true, crossing))[0, 1] > 0.6  # 0.74
+    assert np.corrcoef(step_cos(lay.xy, crossing), step_cos(true, crossing))[0, 1] < 0.3  # the local maps: 0.17
+
+
+def test_global_map_fit_is_deterministic_and_reads_no_last_step():
+    feat, cities, true, s, crossing = _two_countries()
+    lay = fit_layout(feat, cities, 102, epochs=15, seed=3, log=lambda *_: None)
+    assert lay.gxy is not None and lay.info["global"]["countries_placed"] == 2
+    # Crossings end closer together on the one map than cities of the two countries do on average.
+    a, b = crossing["prev1"].to_numpy(), crossing["next"].to_numpy()
+    far = np.linalg.norm(lay.gxy[2:, None, :] - lay.gxy[None, 2:, :], axis=2)[lay.country[2:, None] != lay.country[None, 2:]]
+    assert np.median(np.linalg.norm(lay.gxy[a] - lay.gxy[b], axis=1)) < 0.7 * np.median(far)
+    moved = feat.with_columns(pl.when(pl.col("is_last")).then(2).otherwise(pl.col("city_idx")).alias("city_idx"))
+    other = fit_layout(moved, cities, 102, epochs=15, seed=3, log=lambda *_: None)
+    assert np.array_equal(lay.gxy, other.gxy, equal_nan=True)
+
+
+def test_global_features_hand_computed():
+    lay = hand_layout()
+    # One map: country 0 as it is, country 1's city 6 at (3, 0); 7 unplaced.
+    lay.gxy = lay.xy.copy()
+    lay.gxy[6] = [3, 0]
+    lay.gxy[7] = np.nan
+    lay.gbias, lay.galpha, lay.gkappa = np.array([0, 0, 0, 0, 0, 0, 0.7, 0]), 0.5, 2.0
+    df = pl.DataFrame({"utrip_id": ["t"] * 4, "city_idx": [4, 6, 5, 7], "city_lag1": [3] * 4,
+                       "city_lag2": [2] * 4, "first_city": [2] * 4})
+    steps = pl.DataFrame({"utrip_id": ["t", "t"], "prev2": [0, 6], "prev1": [6, 2], "next": [2, 3]})
+    out = geo_features(df, lay, trip_directions(steps, lay))
+    r = {c: out[c].to_list() for c in GLOBAL_FEATURES}
+    # Crossing logit only for 6 (another country): 0.7 - 0.5 log(1 + 2^2) + 2 cos((2, 0), (1, 0)).
+    assert r["gx_logit"][0] is None and r["gx_logit"][1] == pytest.approx(0.7 - 0.5 * math.log(5) + 2.0)
+    assert r["gx_dist_last"][:3] == pytest.approx([math.log(2), math.log(5), math.log(2)])
+    assert r["gx_cos_step"][:3] == pytest.approx([1.0, 1.0, 0.0])
+    # The global heading counts the crossing 6 -> 2 ((-3, 0): unit (-1, 0)) and 2 -> 3 ((1, 0)): they
+    # cancel, so no heading; the local one has only 2 -> 3.
+    assert r["gx_cos_trip"][:3] == [None] * 3 and out["geo_cos_trip"].to_list()[0] == pytest.approx(1.0)
+    assert r["gx_cos_home"][:3] == pytest.approx([-1.0, -1.0, 0.0])
+    assert all(r[c][3] is None for c in GLOBAL_FEATURES)  # no position on the map

@@ -23,7 +23,10 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
     how many models rank the candidate, their best rank and summed reciprocal rank;
   * transitions: last city -> candidate (count, share), last two cities -> candidate, second last
     city -> candidate (skip), first city -> candidate, candidate -> last city (reverse), last
-    country -> candidate's country (share);
+    country -> candidate's country (share); last city -> candidate's country (share), the
+    candidate's share of the crossings from the last country into its own (other countries only),
+    and their product with the candidate's share in its country as a city-level back-off
+    (:func:`_crossing_features`);
   * popularity: overall, in the check-in month, for the booker market (shares and lifts);
   * candidate vs trip: same country as the last stay / the first stay, visits to its country so
     far, equals the first city, already visited, equals the last / second last city;
@@ -41,8 +44,10 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
   * a spectral embedding of the city graph (:mod:`.embedding`, ``candidates.embed_dim``; 0 = off):
     the candidate's cosine with the last and the first stay, and with the trip's last step;
   * a learned 2-D map of the cities (:mod:`.geo`, ``candidates.geo_epochs``; 0 = off): the map's
-    own score of the step, distances to the last and the first stay, the step's cosine with the
-    trip's last step, its overall direction and the way home, and how straight the trip travels.
+    own score of the step and its log-probability within the country, distances to the last and the
+    first stay, the step's cosine with the trip's last step, its overall direction, both together
+    and the way home, how straight the trip travels; and the same on one map of all countries, so
+    that border crossings get them too (``gx_*``).
 
 Outputs: ``oof_candidates.parquet`` (with ``label`` = 1 for the true city, and the trip's CV
 ``fold``), ``test_candidates.parquet`` (``label`` only when the test truth exists, for reporting;
@@ -285,6 +290,7 @@ def pool_features(
     df = df.join(cpop.select(pl.col("country_idx").alias("cand_country"), (pl.col("c") / total).cast(pl.Float32).alias("pop_country_share")),
                  on="cand_country", how="left")
     df = df.with_columns((pl.col("pop_share") / pl.col("pop_country_share")).cast(pl.Float32).alias("pop_in_country_share"))
+    df = _crossing_features(df, feat, fold, t1, cities)
 
     # Candidate vs the trip so far.
     visits = prefix.group_by("utrip_id", "city_idx").agg(pl.len().cast(pl.Int8).alias("cand_visits"))
@@ -320,6 +326,48 @@ def pool_features(
     df = df.drop("city_lag1", "city_lag2", "city_lag3", "first_city", "country_lag1", "first_country", "cand_country")
     bools = [c for c, t in df.schema.items() if t == pl.Boolean]
     return df.with_columns(pl.col(bools).cast(pl.Int8)).sort("utrip_id", "prio")
+
+
+def _crossing_features(df: pl.DataFrame, feat: pl.DataFrame, fold: int | None, t1: pl.DataFrame,
+                       cities: pl.DataFrame) -> pl.DataFrame:
+    """Where the last city's trips go next, by country, and where a border crossing lands:
+
+    * ``t1_country_share``: the share of the last city's next stays that lie in the candidate's
+      country (a city near a border sends many trips across; the country-to-country ``tc_share``
+      cannot tell it from one in the middle);
+    * ``entry_share``: for a candidate in another country than the last stay, its share of the
+      targets that entered its country from the last stay's country (which cities a crossing from
+      that side lands in: the gateways near the border and the hubs), null otherwise;
+    * ``bo_city``: ``t1_country_share`` times the candidate's share within its country (``entry_share``
+      across the border, ``pop_in_country_share`` within it): a city-level back-off for rare pairs.
+    All out of fold, from the same targets as the other statistics (``t1``: last city -> next
+    shares)."""
+    cc = cities.select(pl.col("city_idx").alias("next"), pl.col("country_idx").alias("cand_country"))
+    tcc = (
+        t1.join(cc, on="next").group_by("prev1", "cand_country").agg(pl.col("share").sum().cast(pl.Float32).alias("t1_country_share"))
+        .rename({"prev1": "city_lag1"})
+    )
+    cross = (
+        targets(feat, fold).filter((pl.col("country_lag1") > 0) & (pl.col("country_lag1") != pl.col("country_idx")))
+        .group_by("country_lag1", "country_idx", "city_idx").agg(pl.len().alias("_n")).collect()
+        .with_columns((pl.col("_n") / pl.col("_n").sum().over("country_lag1", "country_idx")).cast(pl.Float32).alias("entry_share"))
+        .select("country_lag1", pl.col("country_idx").alias("cand_country"), "city_idx", "entry_share")
+    )
+    seen_out = t1.select(pl.col("prev1").unique().alias("city_lag1"))
+    crossing = pl.col("cand_country") != pl.col("country_lag1")
+    return (
+        df.join(tcc, on=["city_lag1", "cand_country"], how="left")
+        .join(cross, on=["country_lag1", "cand_country", "city_idx"], how="left")
+        .with_columns(
+            pl.when(pl.col("city_lag1").is_in(seen_out["city_lag1"].implode())).then(pl.col("t1_country_share").fill_null(0.0))
+            .alias("t1_country_share"),
+            pl.when(crossing).then(pl.col("entry_share").fill_null(0.0)).alias("entry_share"),
+        )
+        .with_columns(
+            (pl.col("t1_country_share") * pl.when(crossing).then(pl.col("entry_share"))
+             .otherwise(pl.col("pop_in_country_share").fill_null(0.0))).cast(pl.Float32).alias("bo_city")
+        )
+    )
 
 
 def _final_step_features(df: pl.DataFrame, feat: pl.DataFrame, fold: int | None) -> pl.DataFrame:

@@ -22,6 +22,15 @@ per country, the two smooth eigenvectors of the normalised co-visit graph (Lapla
 of its largest connected part; then Adam on the sampled softmax, the negatives drawn uniformly
 from the step's country (``n_negatives`` per step). Deterministic: single-threaded torch, seeded.
 
+One map for all countries (:func:`_fit_global`, after the per-country fit, on the same steps):
+each country's map is placed by its own affine transform ``A_k x + t_k`` (turned, mirrored,
+scaled, moved), fitted on the steps that cross a border with the cities' own positions fixed.
+Start (:func:`_orient`): the countries' spectral embedding of the crossing graph for the centres;
+each map turned so that its border cities face the countries they cross to, one unit across; the
+centres' spread by least squares on the crossings' ends; a mirror about the border-facing axis
+where it shortens them. A crossing ``c -> j`` scores ``g_j - alpha' log(1 + |G_j - G_c|^2) +
+kappa' cos(G_j - G_c, G_c - G_p)`` against cities that end some crossing, outside ``c``'s country.
+
 Features (:func:`geo_features`), missing (null) where a city has no fitted position or the cities
 compared are in different countries:
 
@@ -32,7 +41,16 @@ compared are in different countries:
   * ``geo_cos_trip``: ... with the trip's summed unit steps (its overall direction of travel);
   * ``geo_cos_home``: ... with the direction from the last stay back to the first;
   * ``geo_straight``: how straight the trip has travelled so far, the mean cosine of its
-    consecutive steps (how strongly it keeps its direction; the same for every candidate).
+    consecutive steps (how strongly it keeps its direction; the same for every candidate);
+  * ``geo_logp``: ``geo_logit`` normalised over every placed city of the last stay's country (the
+    map's log-probability of the step: a pointwise ranker cannot normalise across a trip itself);
+  * ``geo_cos_mix``: cosine of the step with the unit last step plus the unit overall direction
+    (the heading a walk with momentum keeps).
+
+On the one map (:data:`GLOBAL_FEATURES`, null where a city's country is not placed): ``gx_logit``
+(the crossing's logit, candidates in another country than the last stay), ``gx_dist_last``, and
+the step's cosines with the last step, the trip's heading and the way home, border crossings
+included (``gx_cos_step``, ``gx_cos_trip``, ``gx_cos_home``).
 
 On the synthetic data the fitted positions' step cosines correlate 0.85 with the generator's true
 ones (medium, seed 42, 30 epochs; 0.77 without the backward steps, 0.48 for the spectral start
@@ -50,8 +68,12 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import eigsh
 
-GEO_FEATURES = ("geo_logit", "geo_rank", "geo_dist_last", "geo_dist_first", "geo_cos_step", "geo_cos_trip", "geo_cos_home",
+GEO_FEATURES = ("geo_logit", "geo_logp", "geo_rank", "geo_cos_mix", "geo_dist_last", "geo_dist_first", "geo_cos_step", "geo_cos_trip", "geo_cos_home",
                 "geo_straight")
+# With the global map (:func:`_fit_global`), on the one map of all countries: the crossing's logit
+# (candidates in another country than the last stay), the distance from the last stay, and the
+# cosines of the step with the last step, the trip's heading and the way home.
+GLOBAL_FEATURES = ("gx_logit", "gx_dist_last", "gx_cos_step", "gx_cos_trip", "gx_cos_home")
 DENSE_EIG_MAX = 400  # a country's part with at most this many cities: dense eigendecomposition
 
 
@@ -68,6 +90,12 @@ class Layout:
     fitted: np.ndarray  # (n_index,) bool
     info: dict
     directions: pl.DataFrame | None = None  # :func:`trip_directions` of every trip with known steps
+    # One map for all countries (:func:`_fit_global`): each country's map placed by its own affine
+    # transform, fitted on the steps that cross a border (NaN: the city's country is not placed).
+    gxy: np.ndarray | None = None  # (n_index, 2)
+    gbias: np.ndarray | None = None  # (n_index,) bias of a city as the end of a border crossing
+    galpha: float = 0.0
+    gkappa: float = 0.0
 
 
 def known_steps(feat: pl.DataFrame) -> pl.DataFrame:
@@ -181,14 +209,180 @@ def fit_layout(feat: pl.DataFrame, cities: pl.DataFrame, n_index: int, epochs: i
                      country, fitted, {})
     finally:
         torch.set_num_threads(threads)
+    p2a, p1a, nxa = (steps[c].to_numpy().astype(np.int64) for c in ("prev2", "prev1", "next"))
+    ginfo = _fit_global(out, p2a, p1a, nxa, epochs, seed, n_negatives, batch_size, lr) if epochs > 0 else {}
     out.directions = trip_directions(forward, out)
     out.info = {"steps": int(len(p1)), "cities_fitted": int(fitted.sum()), "cities_spectral": int(placed.sum()),
                 "epochs": epochs, "loss": losses, "alpha": round(out.alpha, 4), "kappa": round(out.kappa, 4),
-                "seconds": round(time.perf_counter() - t0, 2)}
+                "global": ginfo, "seconds": round(time.perf_counter() - t0, 2)}
     trace = f"loss {losses[0]} -> {losses[-1]}, " if losses else ""
     log(f"geo layout: {len(p1):,} same-country steps, {int(fitted.sum()):,} cities, {epochs} epochs, {trace}"
         f"alpha {out.alpha:.2f}, kappa {out.kappa:.2f}, {out.info['seconds']:.0f}s")
+    if ginfo:
+        log(f"geo global map: {ginfo['cross_steps']:,} border crossings, {ginfo['countries_placed']} countries placed, "
+            f"loss {ginfo['loss'][0]} -> {ginfo['loss'][-1]}, alpha {ginfo['alpha']:.2f}, kappa {ginfo['kappa']:.2f}, "
+            f"{ginfo['seconds']:.0f}s")
     return out
+
+
+def _orient(xy: np.ndarray, country: np.ndarray, p1: np.ndarray, nx: np.ndarray, placed: np.ndarray,
+            centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A starting transform per country (``G = A x + t``) for :func:`_fit_global`, given the countries'
+    starting centres ``centre`` (K, 2): each country's map is turned (and mirrored if need be) so that
+    the cities its trips cross the border from face the country they cross to, scaled to a quarter
+    of the distance to its nearest placed neighbour, then every country is mirrored about its
+    border-facing axis where that brings the two ends of its crossings closer. Returns (A (K, 2, 2),
+    t (K, 2))."""
+    n_country = len(centre)
+    a = np.tile(np.eye(2), (n_country, 1, 1))
+    t = centre.copy()
+    ids = np.flatnonzero(placed)
+    mu = np.zeros((n_country, 2))
+    for k in ids:
+        mu[k] = xy[country == k].mean(axis=0) if (country == k).any() else 0.0
+    # Both ends of every crossing: a city of country k that borders country l.
+    c_city, c_from, c_to = np.r_[p1, nx], np.r_[country[p1], country[nx]], np.r_[country[nx], country[p1]]
+    axis = np.tile(np.array([1.0, 0.0]), (n_country, 1))
+    for k in ids:
+        m = c_from == k
+        if not m.any():
+            continue
+        x = xy[c_city[m]] - mu[k]  # (M, 2) local positions of its border cities
+        d = centre[c_to[m]] - centre[k]
+        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)  # (M, 2) where they cross to
+        lin = d.T @ x @ np.linalg.inv(x.T @ x + 1e-3 * np.eye(2))  # least squares A x ~ d
+        u, sv, vt = np.linalg.svd(lin)
+        rot = u @ vt  # the nearest orthogonal map (a mirror included where it fits better)
+        radius = float(np.sqrt(((xy[country == k] - mu[k]) ** 2).sum(axis=1)).mean())
+        a[k] = rot / max(radius, 1e-6)  # every country one unit across, for a start
+        axis[k] = vt[0]  # the local axis that points across the border
+    # The centres' spread that brings the ends of the crossings closest (1-D least squares).
+    rel = np.einsum("nij,nj->ni", a[country[p1]], xy[p1] - mu[country[p1]]) - np.einsum("nij,nj->ni", a[country[nx]], xy[nx] - mu[country[nx]])
+    dc = centre[country[p1]] - centre[country[nx]]
+    gamma = max(-float((rel * dc).sum()) / max(float((dc ** 2).sum()), 1e-12), 1e-3)
+    centre = gamma * centre
+    for k in ids:
+        t[k] = centre[k] - a[k] @ mu[k]
+    # Mirror a country about its border-facing axis where that shortens its crossings (two passes).
+    for _ in range(2):
+        for k in ids:
+            m = (country[p1] == k) | (country[nx] == k)
+            if not m.any():
+                continue
+            f = 2 * np.outer(axis[k], axis[k]) - np.eye(2)  # reflection keeping that axis
+            def spread(ak):
+                g1 = np.where((country[p1[m]] == k)[:, None], (ak @ (xy[p1[m]] - mu[k]).T).T + centre[k],
+                              np.einsum("nij,nj->ni", a[country[p1[m]]], xy[p1[m]]) + t[country[p1[m]]])
+                g2 = np.where((country[nx[m]] == k)[:, None], (ak @ (xy[nx[m]] - mu[k]).T).T + centre[k],
+                              np.einsum("nij,nj->ni", a[country[nx[m]]], xy[nx[m]]) + t[country[nx[m]]])
+                return float(((g1 - g2) ** 2).sum())
+            if spread(a[k] @ f) < spread(a[k]):
+                a[k] = a[k] @ f
+                t[k] = centre[k] - a[k] @ mu[k]
+    return a, t
+
+
+def _fit_global(layout: Layout, p2: np.ndarray, p1: np.ndarray, nx: np.ndarray, epochs: int, seed: int,
+                n_negatives: int, batch_size: int, lr: float) -> dict:
+    """Place every country's map on one map: country ``k``'s cities go to ``A_k x + t_k`` (an affine
+    transform: a country's local map may come out rotated, mirrored or scaled), fitted with the
+    cities' own positions fixed on the border crossings (steps ``p1 -> nx`` between two countries,
+    ``p2`` the stay before, 0 = none). A crossing ``c -> j`` scores ``g_j - alpha * log(1 + |G_j -
+    G_c|^2) + kappa * cos(G_j - G_c, G_c - G_p)`` against negatives drawn from every city that ends a
+    crossing somewhere, outside ``c``'s country. Start: the countries' 2-D spectral embedding of
+    the crossing graph (largest connected part; the others stay unplaced). Sets ``layout.gxy``,
+    ``gbias``, ``galpha``, ``gkappa``; returns what it did."""
+    import torch
+
+    t0 = time.perf_counter()
+    country, fitted = layout.country, layout.fitted
+    ok = fitted[p1] & fitted[nx] & (country[p1] != country[nx]) & (country[p1] >= 0) & (country[nx] >= 0)
+    p2, p1, nx = p2[ok], p1[ok], nx[ok]
+    n_index, n_country = len(country), int(country.max()) + 1
+    if len(p1) == 0:
+        return {}
+    # Start: the crossing graph between countries, its largest part embedded in 2-D.
+    g = sp.coo_matrix((np.ones(2 * len(p1)), (np.r_[country[p1], country[nx]], np.r_[country[nx], country[p1]])),
+                      shape=(n_country, n_country)).tocsr()
+    _, comp = connected_components(g, directed=False)
+    deg = np.asarray(g.sum(axis=1)).ravel()
+    big = np.bincount(comp[deg > 0]).argmax()
+    ids = np.flatnonzero((comp == big) & (deg > 0))
+    if len(ids) < 2:
+        return {}
+    sub = g[ids][:, ids].astype(np.float64)
+    d = np.asarray(sub.sum(axis=1)).ravel()
+    inv = sp.diags(1.0 / np.sqrt(d))
+    vals, vecs = np.linalg.eigh((inv @ sub @ inv).toarray())
+    u = np.zeros((len(ids), 2))
+    smooth = vecs[:, np.argsort(-vals)[1:3]] / np.sqrt(d)[:, None]  # two countries: one such vector
+    u[:, :smooth.shape[1]] = (smooth - smooth.mean(axis=0)) / np.maximum(smooth.std(axis=0), 1e-12)
+    placed_c = np.zeros(n_country, dtype=bool)
+    placed_c[ids] = True
+    t_init = np.zeros((n_country, 2))
+    t_init[ids] = 4.0 * u  # countries a few of their own (unit) spreads apart
+    keep = placed_c[country[p1]] & placed_c[country[nx]]
+    p2, p1, nx = p2[keep], p1[keep], nx[keep]
+    a_init, t_init = _orient(layout.xy, country, p1, nx, placed_c, t_init)
+    ends = np.unique(nx)  # the negatives: every city that ends a crossing
+    ccity = np.where(country >= 0, country, 0)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        xloc = torch.tensor(layout.xy, dtype=torch.float32)
+        kc = torch.from_numpy(ccity)
+        t = torch.tensor(t_init, dtype=torch.float32, requires_grad=True)
+        a = torch.tensor(a_init, dtype=torch.float32, requires_grad=True)  # (K, 2, 2)
+        ends_count = np.bincount(nx, minlength=n_index).astype(np.float64)
+        gb = torch.tensor(np.log1p(ends_count), dtype=torch.float32, requires_grad=True)
+        galpha = torch.tensor(1.0, requires_grad=True)
+        gkappa = torch.tensor(0.3, requires_grad=True)
+        opt = torch.optim.Adam([t, a, gb, galpha, gkappa], lr=lr)
+        ends_t = torch.from_numpy(ends)
+        q, r, p = (torch.from_numpy(v) for v in (p1, nx, p2))
+        has_prev = torch.from_numpy(fitted[p2] & (p2 > 0) & (p2 != p1) & placed_c[ccity[p2]] & (country[p2] >= 0))
+
+        def place(i):  # (...,) city indices -> (..., 2) global positions
+            return (a[kc[i]] @ xloc[i].unsqueeze(-1)).squeeze(-1) + t[kc[i]]
+
+        losses = []
+        batch = max(64, min(batch_size, len(q) // 32))  # crossings are few: smaller batches, more steps
+        for _ in range(epochs):
+            perm = torch.randperm(len(q), generator=gen)
+            total = 0.0
+            for i in range(0, len(q), batch):
+                j = perm[i:i + batch]
+                qb, rb, pb = q[j], r[j], p[j]
+                neg = ends_t[torch.randint(len(ends), (len(j), n_negatives), generator=gen)]  # (B, N)
+                cand = torch.cat([rb[:, None], neg], dim=1)  # (B, 1 + N)
+                gq = place(qb)  # (B, 2)
+                diff = place(cand) - gq[:, None, :]  # (B, 1 + N, 2)
+                d2 = (diff ** 2).sum(-1)  # (B, 1 + N)
+                v = gq - place(pb)  # (B, 2) the last step
+                v = v / torch.sqrt((v ** 2).sum(-1, keepdim=True) + 1e-6)
+                cos = (diff * v[:, None, :]).sum(-1) / torch.sqrt(d2 + 1e-6)  # (B, 1 + N)
+                z = gb[cand] - galpha * torch.log1p(d2) + gkappa * cos * has_prev[j].float()[:, None]
+                # Negatives in c's own country are no crossing; accidental hits are no negatives.
+                z[:, 1:] = z[:, 1:].masked_fill((kc[neg] == kc[qb][:, None]) | (neg == rb[:, None]), -1e9)
+                loss = torch.nn.functional.cross_entropy(z, torch.zeros(len(j), dtype=torch.long))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(j)
+            losses.append(round(total / max(len(q), 1), 4))
+        with torch.no_grad():
+            allc = torch.arange(n_index)
+            gxy = place(allc).double().numpy()
+    finally:
+        torch.set_num_threads(threads)
+    ok_city = fitted & (country >= 0) & placed_c[ccity]
+    layout.gxy = np.where(ok_city[:, None], gxy, np.nan)
+    layout.gbias = gb.detach().double().numpy()
+    layout.galpha, layout.gkappa = float(galpha.item()), float(gkappa.item())
+    return {"cross_steps": int(len(p1)), "countries_placed": int(placed_c.sum()), "loss": losses,
+            "alpha": round(layout.galpha, 4), "kappa": round(layout.gkappa, 4), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _logits(x, bias, log_s, alpha, kappa, q, p, has_prev, cand):
@@ -228,12 +422,15 @@ def trip_directions(prefix_steps: pl.DataFrame, layout: Layout) -> pl.DataFrame:
     u, ok = _unit_steps(p1, nx, layout)
     w, ok2 = _unit_steps(p2, p1, layout)
     turn = np.where(ok & ok2, (u * w).sum(axis=1), np.nan)
-    return (
-        prefix_steps.select("utrip_id")
-        .with_columns(pl.Series("geo_dx", u[:, 0]), pl.Series("geo_dy", u[:, 1]), pl.Series("_turn", turn, nan_to_null=True))
-        .group_by("utrip_id")
-        .agg(pl.col("geo_dx").sum(), pl.col("geo_dy").sum(), pl.col("_turn").mean().cast(pl.Float32).alias("geo_straight"))
-    )
+    cols = [pl.Series("geo_dx", u[:, 0]), pl.Series("geo_dy", u[:, 1]), pl.Series("_turn", turn, nan_to_null=True)]
+    aggs = [pl.col("geo_dx").sum(), pl.col("geo_dy").sum(), pl.col("_turn").mean().cast(pl.Float32).alias("geo_straight")]
+    if layout.gxy is not None:  # the same heading on the one map, border crossings included
+        d = layout.gxy[nx] - layout.gxy[p1]
+        n = np.hypot(d[:, 0], d[:, 1])
+        g = np.where((np.isfinite(n) & (n > 1e-9))[:, None], d / np.where(np.isfinite(n) & (n > 1e-9), n, 1.0)[:, None], 0.0)
+        cols += [pl.Series("gx_dx", g[:, 0]), pl.Series("gx_dy", g[:, 1])]
+        aggs += [pl.col("gx_dx").sum(), pl.col("gx_dy").sum()]
+    return prefix_steps.select("utrip_id").with_columns(cols).group_by("utrip_id").agg(aggs)
 
 
 def step_scores(layout: Layout, c: np.ndarray, l1: np.ndarray, l2: np.ndarray):
@@ -249,6 +446,28 @@ def step_scores(layout: Layout, c: np.ndarray, l1: np.ndarray, l2: np.ndarray):
     cos = _cos(ux, uy, X[l1] - X[l2], Y[l1] - Y[l2])
     logit = layout.bias[c] - layout.alpha * dist + layout.kappa * np.where(step_ok, np.nan_to_num(cos), 0.0)
     return logit, dist, cos, same, step_ok
+
+
+def _global_features(df: pl.DataFrame, layout: Layout, c, l1, l2, f) -> list[pl.Series]:
+    """:data:`GLOBAL_FEATURES` on the one map (null where a city is not placed on it)."""
+    G = layout.gxy
+    ok = np.isfinite(G[c, 0]) & np.isfinite(G[l1, 0]) & (c > 0) & (l1 > 0) & (c != l1)
+    ux, uy = G[c, 0] - G[l1, 0], G[c, 1] - G[l1, 1]
+    with np.errstate(invalid="ignore"):
+        dist = np.log1p(ux ** 2 + uy ** 2)
+    prev_ok = ok & np.isfinite(G[l2, 0]) & (l2 > 0) & (l2 != l1)
+    cos_step = _cos(ux, uy, G[l1, 0] - G[l2, 0], G[l1, 1] - G[l2, 1])
+    cross = ok & (layout.country[c] != layout.country[l1])
+    logit = layout.gbias[c] - layout.galpha * dist + layout.gkappa * np.where(prev_ok, np.nan_to_num(cos_step), 0.0)
+    cos_trip = _cos(ux, uy, df["gx_dx"].fill_null(0.0).to_numpy(), df["gx_dy"].fill_null(0.0).to_numpy())
+    home_ok = ok & np.isfinite(G[f, 0]) & (f > 0) & (f != l1)
+    cos_home = _cos(ux, uy, G[f, 0] - G[l1, 0], G[f, 1] - G[l1, 1])
+
+    def col(name: str, v: np.ndarray, m: np.ndarray) -> pl.Series:
+        return pl.Series(name, np.where(m, v, np.nan).astype(np.float32), nan_to_null=True)
+
+    return [col("gx_logit", logit, cross), col("gx_dist_last", dist, ok), col("gx_cos_step", cos_step, prev_ok),
+            col("gx_cos_trip", cos_trip, ok), col("gx_cos_home", cos_home, home_ok)]
 
 
 def geo_features(df: pl.DataFrame, layout: Layout, directions: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -274,8 +493,27 @@ def geo_features(df: pl.DataFrame, layout: Layout, directions: pl.DataFrame | No
     def col(name: str, v: np.ndarray, ok: np.ndarray) -> pl.Series:
         return pl.Series(name, np.where(ok, v, np.nan).astype(np.float32), nan_to_null=True)
 
-    return df.drop("geo_dx", "geo_dy").with_columns(
+    # The step's probability under the map: its logit against every other city of the last stay's
+    # country (a pointwise ranker cannot normalise across a trip's candidates itself).
+    trips = df.select("utrip_id", "city_lag1", "city_lag2").unique("utrip_id", keep="first")
+    lse, _ = _country_scan(layout, trips["city_lag1"].fill_null(0).to_numpy().astype(np.int64),
+                           trips["city_lag2"].fill_null(0).to_numpy().astype(np.int64), 0)
+    lse = df.select("utrip_id").join(trips.select("utrip_id", pl.Series("_lse", lse)), on="utrip_id", how="left",
+                                     maintain_order="left")["_lse"].to_numpy()
+    # The direction the generator's walk keeps: the trip's overall heading plus its last step.
+    sx, sy = df["geo_dx"].fill_null(0.0).to_numpy(), df["geo_dy"].fill_null(0.0).to_numpy()
+    sn = np.maximum(np.hypot(sx, sy), 1e-12)
+    lx, ly = X[l1] - X[l2], Y[l1] - Y[l2]
+    ln = np.maximum(np.hypot(lx, ly), 1e-12)
+    mx = np.where(step_ok, lx / ln, 0.0) + sx / sn
+    my = np.where(step_ok, ly / ln, 0.0) + sy / sn
+    cos_mix = _cos(ux, uy, mx, my)
+    if layout.gxy is not None:
+        df = df.with_columns(_global_features(df, layout, c, l1, l2, f))
+    return df.drop("geo_dx", "geo_dy", "gx_dx", "gx_dy", strict=False).with_columns(
         col("geo_logit", logit, same_1),
+        col("geo_logp", logit - lse, same_1 & np.isfinite(lse)),
+        col("geo_cos_mix", cos_mix, same_1),
         col("geo_dist_last", dist_last, same_1),
         col("geo_dist_first", dist_first, same_f),
         col("geo_cos_step", cos_step, step_ok),
@@ -286,38 +524,51 @@ def geo_features(df: pl.DataFrame, layout: Layout, directions: pl.DataFrame | No
     )
 
 
-def geo_top(q: pl.DataFrame, layout: Layout, k: int, chunk: int = 1 << 22) -> pl.DataFrame:
-    """(utrip_id, city_idx, rank): for each query trip ``q`` (utrip_id, city_lag1, city_lag2), the
-    ``k`` cities of its last stay's country with the highest ``geo_logit`` (a pool source: it
-    proposes rarely seen cities near the last stay, ahead in the trip's direction)."""
+def _country_scan(layout: Layout, last: np.ndarray, prev: np.ndarray, k: int, chunk: int = 1 << 22):
+    """For every query row (last stay ``last``, the stay before ``prev``; index arrays, 0 = none):
+    the log-sum-exp of the map's logits over every other fitted city of the last stay's country
+    (NaN: the last stay has no position), and, for ``k`` > 0, the rows and their ``k`` best cities
+    by logit (ties by city index) as a list of (rows (R,), cities (R, kk)) per country."""
     n = len(layout.fitted)
-    last = q["city_lag1"].fill_null(0).to_numpy().astype(np.int64)
-    prev = q["city_lag2"].fill_null(0).to_numpy().astype(np.int64)
     last = np.where((last > 0) & (last < n), last, 0)
     prev = np.where((prev > 0) & (prev < n), prev, 0)
     ok = layout.fitted[last] & (last > 0)
-    trips = q["utrip_id"].to_numpy()
-    out_t, out_c, out_r = [], [], []
+    lse = np.full(len(last), np.nan)
+    tops = []
     for country in np.unique(layout.country[last[ok]]):
         rows = np.flatnonzero(ok & (layout.country[last] == country))
         cands = np.flatnonzero(layout.fitted & (layout.country == country))
         kk = min(k, len(cands) - 1)
-        if kk < 1:
-            continue
         step = max(1, chunk // len(cands))
         for a in range(0, len(rows), step):
             r = rows[a:a + step]
             l1 = last[r][:, None]
             z = step_scores(layout, cands[None, :], l1, prev[r][:, None])[0]  # (R, C)
             z[cands[None, :] == l1] = -np.inf  # not the last stay itself
+            if len(cands) > 1:
+                m = z.max(axis=1, keepdims=True)  # (R, 1)
+                lse[r] = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))).ravel()
+            if kk < 1:
+                continue
             top = np.argpartition(-z, kk - 1, axis=1)[:, :kk]  # (R, kk) unordered
             zt = np.take_along_axis(z, top, axis=1)
             order = np.lexsort((cands[top], -zt), axis=1)  # by logit, ties by city index
-            top = np.take_along_axis(top, order, axis=1)
-            out_t.append(np.repeat(trips[r], kk))
-            out_c.append(cands[top].ravel())
-            out_r.append(np.tile(np.arange(1, kk + 1), len(r)))
-    if not out_t:
+            tops.append((r, cands[np.take_along_axis(top, order, axis=1)]))
+    return lse, tops
+
+
+def geo_top(q: pl.DataFrame, layout: Layout, k: int) -> pl.DataFrame:
+    """(utrip_id, city_idx, rank): for each query trip ``q`` (utrip_id, city_lag1, city_lag2), the
+    ``k`` cities of its last stay's country with the highest ``geo_logit`` (a pool source: it
+    proposes rarely seen cities near the last stay, ahead in the trip's direction)."""
+    last = q["city_lag1"].fill_null(0).to_numpy().astype(np.int64)
+    prev = q["city_lag2"].fill_null(0).to_numpy().astype(np.int64)
+    _, tops = _country_scan(layout, last, prev, k)
+    if not tops:
         return pl.DataFrame(schema={"utrip_id": pl.String, "city_idx": pl.Int32, "rank": pl.Int32})
-    return pl.DataFrame({"utrip_id": np.concatenate(out_t), "city_idx": np.concatenate(out_c).astype(np.int32),
-                         "rank": np.concatenate(out_r).astype(np.int32)})
+    trips = q["utrip_id"].to_numpy()
+    return pl.DataFrame({
+        "utrip_id": np.concatenate([np.repeat(trips[r], c.shape[1]) for r, c in tops]),
+        "city_idx": np.concatenate([c.ravel() for _, c in tops]).astype(np.int32),
+        "rank": np.concatenate([np.tile(np.arange(1, c.shape[1] + 1), len(r)) for r, c in tops]).astype(np.int32),
+    })
