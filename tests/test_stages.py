@@ -254,3 +254,25 @@ def test_real_size_data_runs_a_process_per_stage():
 
     assert isolate_stages(tiny_config("data.preset=full")) and isolate_stages(tiny_config("data.source=official"))
     assert not isolate_stages(tiny_config()) and not isolate_stages(tiny_config("data.preset=medium"))
+
+
+def test_run_switches_to_a_process_per_stage_once_the_code_changes(monkeypatch, capsys):
+    """One process keeps the modules it imported: if the package's files change during the run, the
+    remaining stages must run in new processes (else a stage would run the old code under the new
+    code's cache key)."""
+    import argparse
+    import subprocess
+    from pathlib import Path
+
+    import nextdest.__main__ as cli
+
+    snapshots = iter([{"a.py": "1"}, {"a.py": "2"}, {"a.py": "2"}])  # the run's start, then before each stage
+    monkeypatch.setattr(cli, "source_hashes", lambda: next(snapshots))
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    args = argparse.Namespace(items=["folds", "features"], config="configs/tiny.yaml", force=False, isolate=False)
+    assert cli._run(args) == 0
+    assert [Path(c[1]).name for c in calls] == ["02_folds.py", "03_features.py"]  # both in their own process
+    out = capsys.readouterr().out
+    assert "the code changed since this run started (a.py)" in out and "in one process" in out
+    assert cli.changed_sources({"a.py": "1", "b.py": "1"}, {"a.py": "1", "c.py": "1"}) == ["b.py", "c.py"]

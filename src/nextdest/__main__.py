@@ -129,11 +129,31 @@ def isolate_stages(cfg) -> bool:
     return cfg.data.source == "official" or cfg.data.preset == "full"
 
 
+def source_hashes() -> dict[str, str]:
+    """SHA-256 of every module of the package and every stage script, by path."""
+    import hashlib
+
+    from .config import ROOT
+
+    files = sorted(Path(__file__).resolve().parent.rglob("*.py")) + sorted((ROOT / "pipelines").glob("*.py"))
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def changed_sources(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The files whose content differs between two :func:`source_hashes` (added or removed included)."""
+    return sorted(f for f in set(before) | set(now) if before.get(f) != now.get(f))
+
+
 def _run(args) -> int:
     """Run the named stages in order, each through its ``pipelines/`` script's ``main`` with the
     same arguments as ``python pipelines/NN_x.py ...``. By default one Python process runs them all
     (imports once: about 2 s of CPU saved per stage); ``--isolate`` (or real-size data) starts a
-    process per stage. The first stage that fails ends the run with its exit code."""
+    process per stage. The first stage that fails ends the run with its exit code.
+
+    One process keeps the modules it imported, while a stage's cache key hashes the files as they
+    are when it starts: if the code is edited during a long run, a later stage would run the old
+    code under the new code's key. So before each stage the package's files are compared with the
+    run's start, and once they differ every remaining stage runs in its own process (new imports)."""
     import importlib.util
     import subprocess
     import time
@@ -151,9 +171,16 @@ def _run(args) -> int:
     options = [*(["--config", args.config] if args.config else []), *(["--force"] if args.force else [])]
     print(f"[run] {len(names)} stage(s), {'a process per stage' if isolate else 'in one process'}", flush=True)
     start = time.perf_counter()
+    at_start = source_hashes() if not isolate else {}
     for name in names:
         script, *rest = STAGES[name].command
         argv = [*options, *rest, *overrides]  # options first: a component's name and the overrides are one run of positionals
+        if not isolate and (changed := changed_sources(at_start, source_hashes())):
+            shown = ", ".join(str(Path(f).relative_to(ROOT)) if Path(f).is_relative_to(ROOT) else f for f in changed[:5])
+            shown += " ..." if len(changed) > 5 else ""
+            print(f"[run] the code changed since this run started ({shown}): '{name}' and every later stage "
+                  "run in their own processes, so each runs the code its cache key records", flush=True)
+            isolate = True
         if isolate:
             rc = subprocess.run([sys.executable, str(ROOT / script), *argv]).returncode
         else:
