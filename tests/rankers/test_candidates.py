@@ -147,7 +147,7 @@ def test_backoff_and_embedding_features_switch_on_and_leave_the_rest_unchanged(c
     base = build("off", backoff=False, embed_dim=0, geo_epochs=0)
     full = build("on", backoff=True, embed_dim=4, geo_epochs=2)
     added = {"bo_last", "t1_smooth", "cpop_month_lift", "cpop_market_lift", "emb_cos_lag1", "emb_cos_first", "emb_dir",
-             *GEO_FEATURES, *GLOBAL_FEATURES}
+             *GEO_FEATURES, *GLOBAL_FEATURES, "t1_country_share", "entry_share", "bo_city"}
     assert set(full.columns) - set(base.columns) == added and set(base.columns) <= set(full.columns)
     key = ["utrip_id", "prio"]
     assert full.select(base.columns).sort(key).equals(base.sort(key))

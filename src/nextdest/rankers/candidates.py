@@ -23,10 +23,10 @@ fold k's targets excluded, test trips see every known target, see :mod:`nextdest
     how many models rank the candidate, their best rank and summed reciprocal rank;
   * transitions: last city -> candidate (count, share), last two cities -> candidate, second last
     city -> candidate (skip), first city -> candidate, candidate -> last city (reverse), last
-    country -> candidate's country (share); last city -> candidate's country (share), the
-    candidate's share of the crossings from the last country into its own (other countries only),
-    and their product with the candidate's share in its country as a city-level back-off
-    (:func:`_crossing_features`);
+    country -> candidate's country (share); with the learned map (below), also last city ->
+    candidate's country (share), the candidate's share of the crossings from the last country into
+    its own (other countries only), and their product with the candidate's share in its country as
+    a city-level back-off (:func:`_crossing_features`);
   * popularity: overall, in the check-in month, for the booker market (shares and lifts);
   * candidate vs trip: same country as the last stay / the first stay, visits to its country so
     far, equals the first city, already visited, equals the last / second last city;
@@ -290,7 +290,9 @@ def pool_features(
     df = df.join(cpop.select(pl.col("country_idx").alias("cand_country"), (pl.col("c") / total).cast(pl.Float32).alias("pop_country_share")),
                  on="cand_country", how="left")
     df = df.with_columns((pl.col("pop_share") / pl.col("pop_country_share")).cast(pl.Float32).alias("pop_in_country_share"))
-    df = _crossing_features(df, feat, fold, t1, cities)
+    if layout is not None:  # with the map, as measured (medium: CV +0.0014 and +0.0021 together with the global map;
+        # alone on small: CV -0.0055, oracle-expected -0.0002 +- 0.0011; BENCHMARKS.md, geo-medium-global)
+        df = _crossing_features(df, feat, fold, t1, cities)
 
     # Candidate vs the trip so far.
     visits = prefix.group_by("utrip_id", "city_idx").agg(pl.len().cast(pl.Int8).alias("cand_visits"))
