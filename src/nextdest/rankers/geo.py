@@ -185,25 +185,18 @@ def fit_layout(feat: pl.DataFrame, cities: pl.DataFrame, n_index: int, epochs: i
         q, r, p = (torch.from_numpy(v) for v in (p1, nx, p2))
         cq = torch.from_numpy(country)[q]
         has_prev = (p > 0) & (torch.from_numpy(country)[p] == cq)
-        losses = []
-        for _ in range(epochs):
-            perm = torch.randperm(len(q), generator=gen)
-            total = 0.0
-            for i in range(0, len(q), batch_size):
-                j = perm[i:i + batch_size]
-                qb, rb, pb, cb = q[j], r[j], p[j], cq[j]
-                lo, size = start_t[cb], start_t[cb + 1] - start_t[cb]
-                neg = order_t[lo[:, None] + (torch.rand(len(j), n_negatives, generator=gen) * size[:, None]).long()]  # (B, N)
-                cand = torch.cat([rb[:, None], neg], dim=1)  # (B, 1 + N): the true next city first
-                z = _logits(x, bias, log_s, alpha, kappa, qb, pb, has_prev[j], cand)  # (B, 1 + N)
-                z = z.masked_fill(cand == qb[:, None], -1e9)
-                z[:, 1:] = z[:, 1:].masked_fill(neg == rb[:, None], -1e9)  # accidental hits
-                loss = torch.nn.functional.cross_entropy(z, torch.zeros(len(j), dtype=torch.long))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(j)
-            losses.append(round(total / max(len(q), 1), 4))
+
+        def batch_logits(j):  # (B,) step indices -> (B, 1 + N) logits, the true next city first
+            qb, rb, pb, cb = q[j], r[j], p[j], cq[j]
+            lo, size = start_t[cb], start_t[cb + 1] - start_t[cb]
+            neg = order_t[lo[:, None] + (torch.rand(len(j), n_negatives, generator=gen) * size[:, None]).long()]  # (B, N)
+            cand = torch.cat([rb[:, None], neg], dim=1)  # (B, 1 + N)
+            z = _logits(x, bias, log_s, alpha, kappa, qb, pb, has_prev[j], cand)  # (B, 1 + N)
+            z = z.masked_fill(cand == qb[:, None], -1e9)
+            z[:, 1:] = z[:, 1:].masked_fill(neg == rb[:, None], -1e9)  # accidental hits
+            return z
+
+        losses = _sgd(batch_logits, len(q), batch_size, epochs, gen, opt)
         xy = x.detach().double().numpy()
         out = Layout(xy, log_s.detach().double().numpy(), bias.detach().double().numpy(), alpha.item(), kappa.item(),
                      country, fitted, {})
@@ -347,31 +340,24 @@ def _fit_global(layout: Layout, p2: np.ndarray, p1: np.ndarray, nx: np.ndarray, 
         def place(i):  # (...,) city indices -> (..., 2) global positions
             return (a[kc[i]] @ xloc[i].unsqueeze(-1)).squeeze(-1) + t[kc[i]]
 
-        losses = []
+
+        def batch_logits(j):  # (B,) crossing indices -> (B, 1 + N) logits, the true next city first
+            qb, rb, pb = q[j], r[j], p[j]
+            neg = ends_t[torch.randint(len(ends), (len(j), n_negatives), generator=gen)]  # (B, N)
+            cand = torch.cat([rb[:, None], neg], dim=1)  # (B, 1 + N)
+            gq = place(qb)  # (B, 2)
+            diff = place(cand) - gq[:, None, :]  # (B, 1 + N, 2)
+            d2 = (diff ** 2).sum(-1)  # (B, 1 + N)
+            v = gq - place(pb)  # (B, 2) the last step
+            v = v / torch.sqrt((v ** 2).sum(-1, keepdim=True) + 1e-6)
+            cos = (diff * v[:, None, :]).sum(-1) / torch.sqrt(d2 + 1e-6)  # (B, 1 + N)
+            z = gb[cand] - galpha * torch.log1p(d2) + gkappa * cos * has_prev[j].float()[:, None]
+            # Negatives in c's own country are no crossing; accidental hits are no negatives.
+            z[:, 1:] = z[:, 1:].masked_fill((kc[neg] == kc[qb][:, None]) | (neg == rb[:, None]), -1e9)
+            return z
+
         batch = max(64, min(batch_size, len(q) // 32))  # crossings are few: smaller batches, more steps
-        for _ in range(epochs):
-            perm = torch.randperm(len(q), generator=gen)
-            total = 0.0
-            for i in range(0, len(q), batch):
-                j = perm[i:i + batch]
-                qb, rb, pb = q[j], r[j], p[j]
-                neg = ends_t[torch.randint(len(ends), (len(j), n_negatives), generator=gen)]  # (B, N)
-                cand = torch.cat([rb[:, None], neg], dim=1)  # (B, 1 + N)
-                gq = place(qb)  # (B, 2)
-                diff = place(cand) - gq[:, None, :]  # (B, 1 + N, 2)
-                d2 = (diff ** 2).sum(-1)  # (B, 1 + N)
-                v = gq - place(pb)  # (B, 2) the last step
-                v = v / torch.sqrt((v ** 2).sum(-1, keepdim=True) + 1e-6)
-                cos = (diff * v[:, None, :]).sum(-1) / torch.sqrt(d2 + 1e-6)  # (B, 1 + N)
-                z = gb[cand] - galpha * torch.log1p(d2) + gkappa * cos * has_prev[j].float()[:, None]
-                # Negatives in c's own country are no crossing; accidental hits are no negatives.
-                z[:, 1:] = z[:, 1:].masked_fill((kc[neg] == kc[qb][:, None]) | (neg == rb[:, None]), -1e9)
-                loss = torch.nn.functional.cross_entropy(z, torch.zeros(len(j), dtype=torch.long))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(j)
-            losses.append(round(total / max(len(q), 1), 4))
+        losses = _sgd(batch_logits, len(q), batch, epochs, gen, opt)
         with torch.no_grad():
             allc = torch.arange(n_index)
             gxy = place(allc).double().numpy()
@@ -396,6 +382,26 @@ def _logits(x, bias, log_s, alpha, kappa, q, p, has_prev, cand):
     v = v / torch.sqrt((v ** 2).sum(-1, keepdim=True) + 1e-6)
     cos = (diff * v[:, None, :]).sum(-1) / torch.sqrt(d2 + 1e-6)  # (B, K)
     return z + kappa * cos * has_prev.float()[:, None]
+
+
+def _sgd(batch_logits, n: int, batch_size: int, epochs: int, gen, opt) -> list[float]:
+    """``epochs`` passes of Adam over ``n`` examples in seeded random batches; ``batch_logits(j)``
+    gives the (B, 1 + N) logits of examples ``j`` with the true class first. Mean loss per epoch."""
+    import torch
+
+    losses = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            j = perm[i:i + batch_size]
+            loss = torch.nn.functional.cross_entropy(batch_logits(j), torch.zeros(len(j), dtype=torch.long))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(j)
+        losses.append(round(total / max(n, 1), 4))
+    return losses
 
 
 def _cos(ux, uy, vx, vy) -> np.ndarray:
