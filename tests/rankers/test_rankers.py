@@ -1,7 +1,9 @@
-"""Ranker fold loop and stages (XGBoost, LightGBM) on the tiny experiment with fake neural models."""
+"""Ranker fold loop and stages (XGBoost, LightGBM, the neural listwise ranker) on the tiny experiment with fake
+neural models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -20,12 +22,13 @@ from nextdest.artifacts import read_topk
 @pytest.fixture(scope="module")
 def ranker_exp(tiny_upstream, tmp_path_factory):
     cfg, exp = tiny_upstream
+    cfg = dataclasses.replace(cfg, rankers=dataclasses.replace(cfg.rankers, nn=dataclasses.replace(cfg.rankers.nn, enabled=True)))
     root = tmp_path_factory.mktemp("ranker_artifacts")
     dst = fake_experiment(exp, root)
     old = os.environ.get("NEXTDEST_ARTIFACTS")
     os.environ["NEXTDEST_ARTIFACTS"] = str(root)
     try:
-        for stage in ("candidates", "xgb_ranker", "lgb_ranker"):
+        for stage in ("candidates", "xgb_ranker", "lgb_ranker", "nn_ranker"):
             run_stage(stage, cfg, stage_function(stage))
         yield cfg, dst
     finally:
@@ -60,7 +63,7 @@ def test_fold_loop_scores_every_row_once(ranker_exp):
     assert res.test.height == test.height and len(res.best_iterations) == 3
 
 
-@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker"])
+@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker", "nn_ranker"])
 def test_ranker_stage_outputs(ranker_exp, stage):
     cfg, exp = ranker_exp
     out = exp / stage
@@ -107,7 +110,7 @@ def test_ndcg4_by_hand():
     assert count == 3 and total == pytest.approx(1.5)
 
 
-@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker"])
+@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker", "nn_ranker"])
 def test_lock_step_folds_stop_together_and_new_trees_add_up(ranker_exp, stage):
     """Every group keeps the same number of trees; scores of trees [a, b) and [b, c) add up to
     those of [a, c) up to one constant for every row (the fold loop accumulates held-out margins
@@ -204,3 +207,105 @@ def test_spilled_matrix_reads_back_equal_and_read_only(tmp_path):
     assert isinstance(Y, np.memmap) and Y.dtype == np.float32 and np.array_equal(Y, X, equal_nan=True)
     with pytest.raises(ValueError):
         Y[0, 0] = 1.0
+
+
+def test_nn_ranker_inputs_and_slots_by_hand():
+    """Signed log, standardised over the finite values, missing -> 0 plus a flag (only for features
+    with missing values); trips as padded rows of slots."""
+    from nextdest.rankers.nn import Inputs, slot_index
+
+    X = np.array([[0.0, 1.0], [np.e - 1, np.nan], [-(np.e - 1), 3.0]], dtype=np.float32)
+    inp = Inputs.fit(X)
+    # Feature 0: signed logs 0, 1, -1 (mean 0, std sqrt(2/3)); feature 1: log 2, log 4 over two rows.
+    assert inp.mean[0] == pytest.approx(0.0, abs=1e-7) and inp.std[0] == pytest.approx(np.sqrt(2 / 3))
+    assert inp.mean[1] == pytest.approx(1.5 * np.log(2)) and inp.std[1] == pytest.approx(0.5 * np.log(2))
+    assert inp.flagged.tolist() == [1] and inp.width == 3
+    z = inp(X)
+    np.testing.assert_allclose(z[:, 0], [0.0, 1 / np.sqrt(2 / 3), -1 / np.sqrt(2 / 3)], rtol=1e-5)
+    np.testing.assert_allclose(z[:, 1], [-1.0, 0.0, 1.0], rtol=1e-5, atol=1e-6)
+    assert z[:, 2].tolist() == [0.0, 1.0, 0.0]
+    slots, mask = slot_index(np.array([2, 3, 1]), np.array([10, 11, 20, 21, 22, 30]))
+    assert slots.tolist() == [[10, 11, 10], [20, 21, 22], [30, 10, 10]]
+    assert mask.tolist() == [[True, True, False], [True, True, True], [True, False, False]]
+
+
+def test_nn_ranker_one_hot_context_by_hand():
+    """Trip-context features with few integer values also enter one-hot; others do not."""
+    from nextdest.rankers.nn import Inputs
+
+    X = np.array([[1.0, 2.0, 0.5], [3.0, 2.0, 1.5], [4.0, np.nan, 2.5], [7.0, 5.0, 3.5]], dtype=np.float32)
+    names = ["ctx_market", "ctx_device", "ctx_share"]  # ctx_share is not integer-valued
+    inp = Inputs.fit(X, names, one_hot_max=3)
+    assert [(j, v.tolist()) for j, v in inp.one_hot] == [(1, [2.0, 5.0])]  # ctx_market has 4 values > 3
+    assert inp.width == 3 + 1 + 2  # features, one missing flag (ctx_device), two one-hot columns
+    assert inp(X)[:, 4:].tolist() == [[1, 0], [1, 0], [0, 0], [0, 1]]
+    assert Inputs.fit(X, names, one_hot_max=0).one_hot == []
+
+
+def test_nn_ranker_seeds_average_independent_networks():
+    """With dropout off, n_seeds networks train independently: the 2-seed model's scores are the
+    mean of the models of seeds s and s + 1."""
+    from nextdest.rankers.base import RankData
+    from nextdest.rankers.nn import NNRanker, NNRankerConfig
+
+    rng = np.random.default_rng(0)
+    sizes = np.full(200, 5)
+    X = rng.normal(size=(1000, 4)).astype(np.float32)
+    y = np.zeros(1000, dtype=np.float32)
+    y[np.arange(200) * 5 + np.argmax(X[:, 0].reshape(200, 5), axis=1)] = 1  # the true city: the largest feature 0
+    data = RankData(X, y, sizes, ["a", "b", "c", "d"])
+    rows = np.arange(1000)
+
+    def scores(seed: int, n_seeds: int) -> np.ndarray:
+        cfg = NNRankerConfig(enabled=True, n_estimators=10, early_stopping_rounds=2, learning_rate=3e-2, weight_decay=0.0,
+                             hidden=8, dropout=0.0, batch_trips=16, one_hot_max=0, n_seeds=n_seeds, context=False)
+        model = NNRanker(cfg, seed, "cpu", 1)
+        model.start(model.prepare(data, rows), data, rows)
+        model.boost(6)
+        return model.predict(X, 0, 6)
+
+    two = scores(7, 2)
+    np.testing.assert_allclose(two, (scores(7, 1) + scores(8, 1)) / 2, rtol=1e-6, atol=1e-9)
+    assert np.ptp(two) > 1e-3 and not np.allclose(scores(7, 1), scores(8, 1))
+    # It learned the rule: the largest feature 0 scores best in most trips.
+    top = np.argmax(two.reshape(200, 5), axis=1) == np.argmax(X[:, 0].reshape(200, 5), axis=1)
+    assert top.mean() > 0.8
+
+
+def test_nn_ranker_context_sees_the_trip_and_only_the_trip():
+    """With ``context`` a candidate is scored beside its trip's others: a rule that depends on the
+    trip (the true city is the one nearest the trip's mean of feature 0) is learned far better than
+    without; scores depend on the row's own trip only, and predict needs the rows per trip."""
+    from nextdest.rankers.base import RankData
+    from nextdest.rankers.nn import NNRanker, NNRankerConfig
+
+    rng = np.random.default_rng(1)
+    n_trips, size = 400, 5
+    sizes = np.full(n_trips, size)
+    X = (rng.normal(size=(n_trips * size, 3)) + rng.normal(scale=3.0, size=(n_trips, 1)).repeat(size, 0)).astype(np.float32)
+    f0 = X[:, 0].reshape(n_trips, size)
+    truth = np.argmin(np.abs(f0 - f0.mean(axis=1, keepdims=True)), axis=1)
+    y = np.zeros(len(X), dtype=np.float32)
+    y[np.arange(n_trips) * size + truth] = 1
+    data = RankData(X, y, sizes, ["a", "b", "c"])
+    rows = np.arange(len(X))
+
+    def model(context: bool) -> NNRanker:
+        cfg = NNRankerConfig(enabled=True, n_estimators=30, early_stopping_rounds=2, learning_rate=1e-2, weight_decay=0.0,
+                             hidden=32, dropout=0.0, batch_trips=32, one_hot_max=0, n_seeds=1, context=context)
+        m = NNRanker(cfg, 0, "cpu", 1)
+        m.start(m.prepare(data, rows), data, rows)
+        m.boost(20)
+        m.finish(20)
+        return m
+
+    hits = {}
+    for context in (False, True):
+        m = model(context)
+        s = m.predict(X, sizes=sizes)
+        hits[context] = float((np.argmax(s.reshape(n_trips, size), axis=1) == truth).mean())
+    assert hits[True] > hits[False] + 0.2, hits
+    # The first ten trips alone get the same scores as within all of them.
+    np.testing.assert_allclose(m.predict(X[:10 * size], sizes=sizes[:10]), s[:10 * size], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="sizes"):
+        m.predict(X)

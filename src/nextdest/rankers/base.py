@@ -120,6 +120,8 @@ def register_ranker(name: str, key: str, config: type):
 class Ranker(ABC):
     """A learning-to-rank model over query groups. Subclasses wrap one library."""
 
+    EVAL_EVERY = 5  # rounds between two looks of the fold loop at the held-out groups (patience is in rounds)
+
     def __init__(self, params, seed: int, device: str, n_threads: int):
         self.params = params  # the ranker's config section (a GBDTConfig)
         self.seed = seed
@@ -147,10 +149,12 @@ class Ranker(ABC):
         """Add ``rounds`` trees."""
 
     @abstractmethod
-    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
+    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None, sizes: np.ndarray | None = None) -> np.ndarray:
         """Raw scores (higher = better) of trees ``first`` .. ``last - 1`` (``last=None``: up to
         :attr:`best_iteration`); within a query only their order matters, so a library may add
-        the same constant to every row (XGBoost adds its base margin to every partial range)."""
+        the same constant to every row (XGBoost adds its base margin to every partial range).
+        ``sizes``: rows per query of ``X`` (whole queries, in order), for a ranker that scores a row
+        beside the others of its query; the tree rankers score rows on their own and ignore it."""
 
     def finish(self, n_trees: int) -> None:
         """Keep the first ``n_trees`` trees (the early-stopped model) and free the training data."""
@@ -257,13 +261,10 @@ def ndcg4(score: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[float, 
     return float(np.where(rank <= 4, 1.0 / np.log2(1.0 + rank), 0.0).sum()), len(pos)
 
 
-EVAL_EVERY = 5  # rounds between two looks at the held-out groups (patience is counted in rounds)
-
-
-def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: int = EVAL_EVERY) -> CrossFitResult:
+def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: int | None = None) -> CrossFitResult:
     """THE fold loop over :class:`Tables`. One ranker per group of trips trains on the other
     groups; the rankers grow in lock step and stop together: every ``eval_every`` rounds each
-    scores its held-out group with its new trees, and when NDCG@4 pooled over every held-out
+    scores its held-out group with its new trees (``eval_every``: the ranker's ``EVAL_EVERY``), and when NDCG@4 pooled over every held-out
     trip (trips whose pool holds the true city) has not improved for ``early_stopping_rounds``
     rounds, all keep the trees of the best round. One stopping decision on every OOF trip is far
     less noisy than one per group on a fifth of them (which stopped some groups on an early
@@ -277,6 +278,7 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
     group_col = tables.oof_keys["group"].to_numpy()
     t_start = time.perf_counter()
     models = [factory() for _ in range(n_groups)]
+    eval_every = eval_every or models[0].EVAL_EVERY
     prepared = models[0].prepare(data, np.flatnonzero(pos_col))
     held = []  # per group: its block of rows (a, b) and the first row of each of its trips
     for g, model in enumerate(models):
@@ -298,7 +300,7 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
         total, count = 0.0, 0
         for model, (a, b, starts), m in zip(models, held, margins):
             model.boost(step)
-            m += model.predict(data.X[a:b], rounds, rounds + step)
+            m += model.predict(data.X[a:b], rounds, rounds + step, sizes=np.diff(np.r_[starts, b - a]))
             s, c = ndcg4(m, data.y[a:b], starts)  # trips without the true city in their pool add nothing
             total, count = total + s, count + c
         rounds += step
@@ -311,11 +313,12 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
     train_seconds = time.perf_counter() - t_start
     oof_score = np.full(len(q), np.nan)
     test_score = np.zeros(len(X_test))
+    test_sizes = query_sizes(tables.test_keys["utrip_id"])
     gains = []
-    for model, (a, b, _s) in zip(models, held):
+    for model, (a, b, starts) in zip(models, held):
         model.finish(best_round)
-        oof_score[a:b] = model.predict(data.X[a:b])
-        test_score += model.predict(X_test) / n_groups
+        oof_score[a:b] = model.predict(data.X[a:b], sizes=np.diff(np.r_[starts, b - a]))
+        test_score += model.predict(X_test, sizes=test_sizes) / n_groups
         gains.append(model.importance())
     log(f"{n_groups} groups x {rounds} rounds, best round {best_round} (pooled held-out NDCG@4 {best:.4f}), "
         f"{train_seconds:.1f}s training, {time.perf_counter() - t_start - train_seconds:.1f}s scoring")

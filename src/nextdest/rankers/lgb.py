@@ -94,7 +94,7 @@ class LGBRanker(Ranker):
         self.best_iteration = n_trees
         self.booster.free_dataset()
 
-    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
+    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None, sizes: np.ndarray | None = None) -> np.ndarray:
         last = self.best_iteration if last is None else last
         if last <= first:
             return np.zeros(len(X))

@@ -107,7 +107,7 @@ class XGBRanker(Ranker):
         self.best_iteration = n_trees
         self._dtrain = None
 
-    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
+    def predict(self, X: np.ndarray, first: int = 0, last: int | None = None, sizes: np.ndarray | None = None) -> np.ndarray:
         last = self.best_iteration if last is None else last
         if last <= first:  # XGBoost reads an empty range as "every tree"
             return np.zeros(len(X))
