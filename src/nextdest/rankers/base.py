@@ -280,7 +280,7 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
     models = [factory() for _ in range(n_groups)]
     eval_every = eval_every or models[0].EVAL_EVERY
     prepared = models[0].prepare(data, np.flatnonzero(pos_col))
-    held = []  # per group: its block of rows (a, b) and the first row of each of its trips
+    held = []  # per group: its block of rows (a, b), the first row of each of its trips and their rows per trip
     for g, model in enumerate(models):
         h = np.flatnonzero(group_col == g)
         a, b = (int(h[0]), int(h[-1]) + 1) if len(h) else (0, 0)
@@ -289,18 +289,19 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
         tr = np.flatnonzero((group_col != g) & pos_col)
         prepared = model.start(prepared, data, tr)
         qh = q[a:b]
-        held.append((a, b, np.flatnonzero(np.r_[True, qh[1:] != qh[:-1]]) if b > a else np.zeros(0, np.int64)))
+        starts = np.flatnonzero(np.r_[True, qh[1:] != qh[:-1]]) if b > a else np.zeros(0, np.int64)
+        held.append((a, b, starts, np.diff(np.r_[starts, b - a])))
         log(f"group {g}: {len(np.unique(q[tr])):,} train trips ({len(tr):,} rows), {b - a:,} held-out rows")
     del prepared
     p = models[0].params
-    margins = [np.zeros(b - a) for a, b, _s in held]
+    margins = [np.zeros(b - a) for a, b, _s, _n in held]
     best, best_round, rounds, trace = -np.inf, 0, 0, []
     while rounds < p.n_estimators:
         step = min(eval_every, p.n_estimators - rounds)
         total, count = 0.0, 0
-        for model, (a, b, starts), m in zip(models, held, margins):
+        for model, (a, b, starts, sizes), m in zip(models, held, margins):
             model.boost(step)
-            m += model.predict(data.X[a:b], rounds, rounds + step, sizes=np.diff(np.r_[starts, b - a]))
+            m += model.predict(data.X[a:b], rounds, rounds + step, sizes=sizes)
             s, c = ndcg4(m, data.y[a:b], starts)  # trips without the true city in their pool add nothing
             total, count = total + s, count + c
         rounds += step
@@ -315,9 +316,9 @@ def fit_groups(factory, tables: Tables, n_groups: int, log=print, eval_every: in
     test_score = np.zeros(len(X_test))
     test_sizes = query_sizes(tables.test_keys["utrip_id"])
     gains = []
-    for model, (a, b, starts) in zip(models, held):
+    for model, (a, b, _starts, sizes) in zip(models, held):
         model.finish(best_round)
-        oof_score[a:b] = model.predict(data.X[a:b], sizes=np.diff(np.r_[starts, b - a]))
+        oof_score[a:b] = model.predict(data.X[a:b], sizes=sizes)
         test_score += model.predict(X_test, sizes=test_sizes) / n_groups
         gains.append(model.importance())
     log(f"{n_groups} groups x {rounds} rounds, best round {best_round} (pooled held-out NDCG@4 {best:.4f}), "
