@@ -309,3 +309,55 @@ def test_nn_ranker_context_sees_the_trip_and_only_the_trip():
     np.testing.assert_allclose(m.predict(X[:10 * size], sizes=sizes[:10]), s[:10 * size], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="sizes"):
         m.predict(X)
+
+
+def test_softmax_gradients_by_hand():
+    """Listwise softmax cross-entropy: gradient p - y and Hessian p (1 - p), per query."""
+    from nextdest.rankers.listwise import softmax_gradients
+
+    # Query A: margins 0 and log 3 -> p = 1/4, 3/4, the second true. Query B: three equal margins, the first true.
+    margin = np.array([0.0, np.log(3.0), 1.0, 1.0, 1.0])
+    y = np.array([0, 1, 1, 0, 0], dtype=np.float32)
+    grad, hess = softmax_gradients(margin, y, np.array([0, 2]))
+    np.testing.assert_allclose(grad, [0.25, -0.25, -2 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(hess, [3 / 16, 3 / 16, 2 / 9, 2 / 9, 2 / 9])
+    # A shift of one query's margins changes nothing (the softmax is per query).
+    np.testing.assert_allclose(softmax_gradients(margin + np.r_[0, 0, 50, 50, 50], y, np.array([0, 2]))[0], grad)
+
+
+def _choice_data(n_trips: int, size: int, seed: int):
+    """Trips whose true city is drawn from softmax(2 x0) over its candidates (x1 is noise)."""
+    from nextdest.rankers.base import RankData
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_trips * size, 2)).astype(np.float32)
+    logit = 2.0 * X[:, 0].reshape(n_trips, size)
+    p = np.exp(logit) / np.exp(logit).sum(axis=1, keepdims=True)
+    truth = (rng.random((n_trips, 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+    y = np.zeros(len(X), dtype=np.float32)
+    y[np.arange(n_trips) * size + truth] = 1
+    return RankData(X, y, np.full(n_trips, size), ["x0", "x1"]), p
+
+
+@pytest.mark.parametrize("stage", ["xgb_ranker", "lgb_ranker"])
+def test_tree_rankers_softmax_objective_fits_the_choice_probabilities(stage):
+    """objective: softmax trains on the listwise softmax gradients: the softmax of a trip's margins
+    estimates its choice probabilities (a pointwise or squared-error fit would give scores in [0, 1],
+    whose softmax is nearly flat), and trees of consecutive rounds add up as for any objective."""
+    from tiny import tiny_config
+
+    key = stage.split("_")[0]
+    cfg = tiny_config(f"rankers.{key}.objective=softmax", f"rankers.{key}.learning_rate=0.1")
+    train, _ = _choice_data(3000, 5, 0)
+    held, p_true = _choice_data(1000, 5, 1)
+    model = make_ranker(stage, cfg, "cpu")
+    rows = np.arange(len(train.y))
+    model.start(model.prepare(train, rows), train, rows)
+    model.boost(60)
+    z = model.predict(held.X, 0, 60).reshape(1000, 5)
+    q = np.exp(z - z.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    assert np.abs(q - p_true).mean() < 0.05, np.abs(q - p_true).mean()
+    diff = model.predict(held.X, 0, 20) + model.predict(held.X, 20, 60) - model.predict(held.X, 0, 60)
+    assert np.ptp(diff) < 1e-5
+

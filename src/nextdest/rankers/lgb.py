@@ -1,4 +1,8 @@
-"""LightGBM LambdaRank behind the :class:`~nextdest.rankers.base.Ranker` interface.
+"""LightGBM learning-to-rank behind the :class:`~nextdest.rankers.base.Ranker` interface.
+
+``rankers.lgb.objective`` picks ``lambdarank``, ``rank_xendcg`` (LightGBM's listwise cross-entropy)
+or ``softmax`` (the softmax cross-entropy of the true city against its trip's other candidates,
+:func:`~nextdest.rankers.listwise.softmax_gradients`, as a custom objective).
 
 The fold loop stops on NDCG@4 pooled over the held-out groups. Every trainable row is binned once
 (:meth:`LGBRanker.prepare`) and each fold trains on a subset of that Dataset. On a CUDA machine LightGBM runs on the GPU
@@ -10,15 +14,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from ..sections import at_least
 from .base import GBDTConfig, RankData, Ranker, register_ranker
+from .listwise import softmax_gradients
 
 
 @dataclass(frozen=True)
 class LGBConfig(GBDTConfig):
+    objective: Literal["lambdarank", "rank_xendcg", "softmax"]
     num_leaves: int = at_least(2)
     min_child_samples: int = at_least(0)
 
@@ -48,7 +55,7 @@ class LGBRanker(Ranker):
         p = self.params
         device_type, _why = lgb_device(self.device)
         return {
-            "objective": "lambdarank",
+            "objective": "none" if p.objective == "softmax" else p.objective,  # softmax: gradients from boost()
             "metric": "none",  # the fold loop scores the held-out groups itself
             "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves,
@@ -83,16 +90,21 @@ class LGBRanker(Ranker):
 
         full, kept = prepared
         self.booster = lgb.Booster(self._params(), full.subset(np.searchsorted(kept, rows)))
+        self._fobj = None
+        if self.params.objective == "softmax":
+            y, starts = data.y[rows].astype(np.float64), np.r_[0, np.cumsum(data.sizes_of(rows))[:-1]]
+            self._fobj = lambda margin, _dataset: softmax_gradients(margin, y, starts)
         return prepared  # every fold subsets the same binned Dataset
 
     def boost(self, rounds: int) -> None:
         for _ in range(rounds):
-            self.booster.update()
+            self.booster.update(fobj=self._fobj)
             self.n_trees += 1
 
     def finish(self, n_trees: int) -> None:
         self.best_iteration = n_trees
         self.booster.free_dataset()
+        self._fobj = None
 
     def predict(self, X: np.ndarray, first: int = 0, last: int | None = None, sizes: np.ndarray | None = None) -> np.ndarray:
         last = self.best_iteration if last is None else last

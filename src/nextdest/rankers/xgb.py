@@ -1,7 +1,9 @@
 """XGBoost learning-to-rank behind the :class:`~nextdest.rankers.base.Ranker` interface.
 
-``rankers.xgb.objective`` picks ``rank:ndcg`` (LambdaMART), ``rank:pairwise`` or ``rank:map``;
-the fold loop stops on NDCG@4 pooled over the held-out groups (with one relevant city per trip,
+``rankers.xgb.objective`` picks ``rank:ndcg`` (LambdaMART), ``rank:pairwise``, ``rank:map``,
+``binary:logistic`` (pointwise) or ``softmax`` (listwise: the softmax cross-entropy of the true city
+against its trip's other candidates, :func:`~nextdest.rankers.listwise.softmax_gradients`, as a custom
+objective); the fold loop stops on NDCG@4 pooled over the held-out groups (with one relevant city per trip,
 NDCG@4 is accuracy@4 weighted by position). ``device="cuda"`` when
 :func:`nextdest.device.resolve_device` says so, else the CPU ``hist`` tree method. The quantile
 cuts are sketched once per cross-fit (:meth:`XGBRanker.prepare`) and every fold's matrix is binned
@@ -17,6 +19,7 @@ import numpy as np
 
 from ..sections import at_least
 from .base import GBDTConfig, RankData, Ranker, register_ranker, resolve_threads
+from .listwise import softmax_gradients
 
 
 def RowBlocks(data: RankData, rows: np.ndarray, block: int = 1 << 19):
@@ -45,7 +48,7 @@ def RowBlocks(data: RankData, rows: np.ndarray, block: int = 1 << 19):
 
 @dataclass(frozen=True)
 class XGBConfig(GBDTConfig):
-    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic"]
+    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map", "binary:logistic", "softmax"]
     max_depth: int = at_least(1)
 
 
@@ -57,8 +60,12 @@ class XGBRanker(Ranker):
         return {"xgb_threads": resolve_threads(cfg.rankers.n_threads)}
     def _params(self) -> dict:
         p = self.params
+        softmax = p.objective == "softmax"
         return {
-            "objective": p.objective,
+            # softmax: the gradients come from _softmax_objective; squared error only names a margin
+            # objective (no link) and base_score 0 a zero start (a constant shift is lost in a softmax)
+            "objective": "reg:squarederror" if softmax else p.objective,
+            **({"base_score": 0.0, "disable_default_eval_metric": True} if softmax else {}),
             "eta": p.learning_rate,
             "max_depth": p.max_depth,
             "subsample": p.subsample,
@@ -93,19 +100,24 @@ class XGBRanker(Ranker):
         the all-rows matrix of :meth:`prepare` is freed after the first fold."""
         import xgboost as xgb
 
-        self._dtrain = self._binned(RowBlocks(data, rows), data.sizes_of(rows), prepared)
+        sizes = data.sizes_of(rows)
+        self._dtrain = self._binned(RowBlocks(data, rows), sizes, prepared)
         self.booster = xgb.Booster(self._params(), [self._dtrain])
+        self._fobj = None
+        if self.params.objective == "softmax":
+            y, starts = data.y[rows].astype(np.float64), np.r_[0, np.cumsum(sizes)[:-1]]
+            self._fobj = lambda margin, _dtrain: softmax_gradients(margin, y, starts)
         return self._dtrain
 
     def boost(self, rounds: int) -> None:
         for _ in range(rounds):
-            self.booster.update(self._dtrain, self.n_trees)
+            self.booster.update(self._dtrain, self.n_trees, fobj=self._fobj)
             self.n_trees += 1
 
     def finish(self, n_trees: int) -> None:
         self.booster = self.booster[:n_trees]  # the kept trees only (predictions and importances)
         self.best_iteration = n_trees
-        self._dtrain = None
+        self._dtrain = self._fobj = None
 
     def predict(self, X: np.ndarray, first: int = 0, last: int | None = None, sizes: np.ndarray | None = None) -> np.ndarray:
         last = self.best_iteration if last is None else last
