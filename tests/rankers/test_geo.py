@@ -125,6 +125,18 @@ def test_fit_recovers_the_map_deterministically_without_last_steps():
     assert np.array_equal(lay.xy, other.xy)
 
 
+def test_city_scales_decay_toward_the_shared_scale():
+    """``scale_decay``: the cities' log scales shrink toward 0 (the shared scale) as the decay grows;
+    ``None`` keeps every city at the shared scale; the fitted settings are recorded."""
+    feat, cities, _true = walks(300, seed=1)
+    spread = {}
+    for decay in (0.0, 40.0, None):
+        lay = fit_layout(feat, cities, 102, epochs=8, seed=3, scale_decay=decay, log=lambda *_: None)
+        spread[decay] = float(np.abs(lay.log_s[lay.fitted]).mean())
+        assert lay.info["scale_decay"] == decay and lay.info["lr"] > 0
+    assert spread[None] == 0.0 and 0.0 < spread[40.0] < 0.5 * spread[0.0], spread
+
+
 def test_geo_top_ranks_the_country_by_the_maps_logit():
     lay = hand_layout()
     q = pl.DataFrame({"utrip_id": ["a", "b", "c", "d"], "city_lag1": [3, 6, 7, 3], "city_lag2": [2, 0, 0, 0]})
