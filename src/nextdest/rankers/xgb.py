@@ -62,7 +62,7 @@ class XGBRanker(Ranker):
         p = self.params
         softmax = p.objective == "softmax"
         return {
-            # softmax: the gradients come from _softmax_objective; squared error only names a margin
+            # softmax: the gradients come from self._fobj (start); squared error only names a margin
             # objective (no link) and base_score 0 a zero start (a constant shift is lost in a softmax)
             "objective": "reg:squarederror" if softmax else p.objective,
             **({"base_score": 0.0, "disable_default_eval_metric": True} if softmax else {}),
