@@ -122,8 +122,6 @@ def main() -> int:
     true = true_positions(cfg, cities)
     steps = known_steps(feat)
     p, q, r = (steps[c].to_numpy() for c in ("prev2", "prev1", "next"))
-    from nextdest.rankers import geo
-
     fits = [(f"epochs {e}", fit_layout, int(e), {}) for e in args.epochs.split(",")]
     for v in filter(None, args.variants.split(",")):
         kv = dict(item.split("=") for item in v.split(":"))
@@ -144,7 +142,7 @@ def main() -> int:
         turn = (p > 0) & (c[p] == c[q]) & (c[q] == c[r]) & (p != q) & (q != r) & lay.fitted[p] & lay.fitted[q] & lay.fitted[r]
         corr = float(np.corrcoef(turn_cosines(lay.xy, p[turn], q[turn], r[turn]), turn_cosines(true, p[turn], q[turn], r[turn]))[0, 1])
         lp, n_fin = heldout_logp(lay, feat)
-        settings = f"lr {lay.info.get('lr', geo.GEO_LR)}, scale decay {lay.info.get('scale_decay', geo.SCALE_DECAY)}"
+        settings = f"lr {lay.info['lr']}, scale decay {lay.info['scale_decay']}"
         rows.append((name, settings, corr, lp, n_fin, int(turn.sum()), lay.info["cities_fitted"], lay.alpha, lay.kappa, secs))
         print(f"{name} ({settings}): turn-cosine correlation {corr:.3f} over {int(turn.sum()):,} turns, held-out final-step "
               f"log-probability {lp:.4f} over {n_fin:,} steps, {lay.info['cities_fitted']:,} cities, alpha {lay.alpha:.2f}, "

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from types import EllipsisType
 
 import numpy as np
 import polars as pl
@@ -158,15 +157,11 @@ GLOBAL_LR = 0.05  # the one map's affine placement (:func:`_fit_global`)
 
 
 def fit_layout(feat: pl.DataFrame, cities: pl.DataFrame, n_index: int, epochs: int, seed: int,
-               n_negatives: int = 64, batch_size: int = 2048, lr: float | None = None,
-               scale_decay: float | None | EllipsisType = ..., log=print) -> Layout:
-    """Fit the map on the known non-final steps of ``feat`` (module docstring); ``lr`` and
-    ``scale_decay`` (``...``: not given; ``None``: no per-city scale) default to :data:`GEO_LR` and
-    :data:`SCALE_DECAY`."""
+               n_negatives: int = 64, batch_size: int = 2048, lr: float = GEO_LR,
+               scale_decay: float | None = SCALE_DECAY, log=print) -> Layout:
+    """Fit the map on the known non-final steps of ``feat`` (module docstring); ``scale_decay``
+    None: no per-city scale."""
     import torch
-
-    lr = GEO_LR if lr is None else lr
-    scale_decay = SCALE_DECAY if scale_decay is ... else scale_decay
 
     t0 = time.perf_counter()
     country = np.full(n_index, -1, dtype=np.int64)

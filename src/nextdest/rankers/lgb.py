@@ -20,7 +20,7 @@ import numpy as np
 
 from ..sections import at_least
 from .base import GBDTConfig, RankData, Ranker, register_ranker
-from .listwise import softmax_gradients
+from .listwise import softmax_objective
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,7 @@ class LGBRanker(Ranker):
 
         full, kept = prepared
         self.booster = lgb.Booster(self._params(), full.subset(np.searchsorted(kept, rows)))
-        self._fobj = None
-        if self.params.objective == "softmax":
-            y, starts = data.y[rows].astype(np.float64), np.r_[0, np.cumsum(data.sizes_of(rows))[:-1]]
-            self._fobj = lambda margin, _dataset: softmax_gradients(margin, y, starts)
+        self._fobj = softmax_objective(data.y[rows], data.sizes_of(rows)) if self.params.objective == "softmax" else None
         return prepared  # every fold subsets the same binned Dataset
 
     def boost(self, rounds: int) -> None:

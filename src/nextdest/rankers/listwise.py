@@ -22,3 +22,11 @@ def softmax_gradients(margin: np.ndarray, y: np.ndarray, starts: np.ndarray) -> 
     e = np.exp(margin - np.repeat(top, sizes))
     p = e / np.repeat(np.add.reduceat(e, starts), sizes)
     return p - y, np.maximum(p * (1.0 - p), 1e-6)
+
+
+def softmax_objective(y: np.ndarray, sizes: np.ndarray):
+    """The custom objective of a fold's training rows (labels ``y``, ``sizes`` rows per query, in row
+    order) in the form both libraries call: ``(margin, dataset) -> (gradient, hessian)``."""
+    y = np.asarray(y, dtype=np.float64)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    return lambda margin, _dataset: softmax_gradients(margin, y, starts)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..sections import at_least
 from .base import GBDTConfig, RankData, Ranker, register_ranker, resolve_threads
-from .listwise import softmax_gradients
+from .listwise import softmax_objective
 
 
 def RowBlocks(data: RankData, rows: np.ndarray, block: int = 1 << 19):
@@ -103,10 +103,7 @@ class XGBRanker(Ranker):
         sizes = data.sizes_of(rows)
         self._dtrain = self._binned(RowBlocks(data, rows), sizes, prepared)
         self.booster = xgb.Booster(self._params(), [self._dtrain])
-        self._fobj = None
-        if self.params.objective == "softmax":
-            y, starts = data.y[rows].astype(np.float64), np.r_[0, np.cumsum(sizes)[:-1]]
-            self._fobj = lambda margin, _dtrain: softmax_gradients(margin, y, starts)
+        self._fobj = softmax_objective(data.y[rows], sizes) if self.params.objective == "softmax" else None
         return self._dtrain
 
     def boost(self, rounds: int) -> None:
